@@ -1,0 +1,70 @@
+"""Encode once with a frozen encoder; store the features on disk keyed by (encoder, data, preprocessing)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .data import RawData, cache_root
+from .utils import atomic_write_bytes
+
+
+def data_fingerprint(raw: RawData) -> str:
+    """A content hash of the signals and labels (so a changed dataset never reuses stale features)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(raw.x).tobytes())
+    h.update(raw.y.astype(np.int64).tobytes())
+    h.update(json.dumps([raw.class_names, raw.sample_rate]).encode())
+    return h.hexdigest()[:20]
+
+
+@torch.no_grad()
+def encode(encoder, raw: RawData, batch_size: int = 64, device: torch.device | str = "cpu",
+           progress: bool = True) -> Tensor:
+    """Run the frozen encoder over all samples: (N, T, F) float32 on the CPU."""
+    encoder = encoder.to(device)
+    chunks = []
+    batches = range(0, len(raw), batch_size)
+    for start in tqdm(batches, desc=f"encode {raw.name}", disable=not progress, leave=False):
+        x = encoder.preprocess(raw.x[start:start + batch_size], raw.sample_rate).to(device)
+        chunks.append(encoder(x).float().cpu())
+    tokens = torch.cat(chunks)
+    if not torch.isfinite(tokens).all():
+        raise ValueError(f"encoder {encoder.cache_key()} produced NaN/inf features on {raw.name!r}")
+    return tokens
+
+
+def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int = 64,
+                    device: torch.device | str = "cpu", progress: bool = True) -> Tensor:
+    """Features of raw under encoder, computed once and then read from the cache."""
+    key_src = json.dumps({"encoder": encoder.cache_key(), "data": data_fingerprint(raw)})
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
+    path = cache_root(cache_dir) / "features" / f"{raw.name}-{key}.safetensors"
+    if path.exists():
+        return _read(path, key_src, len(raw), encoder.dim)
+    tokens = encode(encoder, raw, batch_size, device, progress)
+    # float16 on disk halves the cache; training reads float32 (the rounding is below feature noise).
+    atomic_write_bytes(path, save({"tokens": tokens.half().contiguous()}, metadata={"key": key_src}))
+    tokens = tokens.half().float()  # the same values a cache hit returns: runs do not depend on hits
+    return tokens
+
+
+def _read(path: Path, key_src: str, n: int, dim: int) -> Tensor:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored_key = (f.metadata() or {}).get("key")
+            tokens = f.get_tensor("tokens").float()
+    except Exception as err:
+        raise ValueError(f"{path}: unreadable feature cache ({err}); delete it to recompute") from None
+    if stored_key != key_src or tokens.shape[0] != n or tokens.shape[-1] != dim:
+        raise ValueError(f"{path}: written for {stored_key}, shape {tuple(tokens.shape)}; expected "
+                         f"{key_src} with {n} samples of dim {dim}. Delete the file to recompute.")
+    return tokens

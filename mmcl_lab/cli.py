@@ -1,0 +1,114 @@
+"""The mmcl-lab command: run a preset, resume a run, print a report, compare methods."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .config import ConfigError
+
+
+def _overrides(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"override {pair!r} must look like section.key=value")
+        out[key] = value
+    return out
+
+
+def report(run_dir: str | Path) -> str:
+    """The results of a run as Markdown: the accuracy matrix per setting and the summary metrics."""
+    from .metrics import accuracy_matrix, summary
+    from .run import Run
+
+    run = Run(run_dir)
+    results = run.results()
+    if results.empty:
+        return f"{run_dir}: no results yet"
+    lines = [f"# {run_dir}", ""]
+    for setting in sorted(results.setting.unique()):
+        R, init = accuracy_matrix(results, setting)
+        lines += [f"## accuracy R[step, task], modality {setting}", ""]
+        tasks = results[results.step == -1].drop_duplicates("task").sort_values("task")
+        header = "| step | " + " | ".join(f"{t}:{m}" for t, m in zip(tasks.task, tasks.modality)) + " |"
+        lines += [header, "|" + "---|" * (len(tasks) + 1)]
+        lines += ["| init | " + " | ".join(f"{v:.3f}" for v in init) + " |"]
+        lines += [f"| {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(R)]
+        lines.append("")
+    lines += ["## summary", "", summary(results).to_markdown(index=False, floatfmt=".3f"), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the mmcl-lab console script."""
+    parser = argparse.ArgumentParser(prog="mmcl-lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser("run", help="train a preset on its task stream and write a run directory")
+    p_run.add_argument("--preset", default="default", help="ci | default | paper, or a config.yaml path")
+    p_run.add_argument("--out", default=None, help="run directory (default: the config's out_dir)")
+    p_run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.name=comm train.epochs=3")
+    p_resume = sub.add_parser("resume", help="continue a run after its newest complete checkpoint")
+    p_resume.add_argument("run_dir")
+    p_report = sub.add_parser("report", help="print a run's accuracy matrices and metrics")
+    p_report.add_argument("run_dir")
+    p_cmp = sub.add_parser("compare", help="several methods x seeds on one stream -> CSV + Markdown table")
+    p_cmp.add_argument("--preset", default="default")
+    p_cmp.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
+    p_cmp.add_argument("--seeds", default="0,1,2")
+    p_cmp.add_argument("--ablation", action="store_true", help="also run COMM with each component off")
+    p_cmp.add_argument("--out", default="runs/compare")
+    p_cmp.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"mmcl-lab: error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
+    from .config import load_config
+    from .run import resume, run_stream
+    from .streams import build_stream
+
+    if args.command == "run":
+        cfg = load_config(args.preset, _overrides(args.overrides))
+        _validate_names(cfg)
+        stream = build_stream(cfg)
+        print(f"data + features ready in {stream.prep_seconds:.1f} s (cached after the first run)")
+        start = time.perf_counter()
+        run = run_stream(cfg, args.out, stream)
+        print(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
+        print(report(run.path))
+        print(f"run directory: {run.path}")
+    elif args.command == "resume":
+        run = resume(args.run_dir)
+        print(report(run.path))
+    elif args.command == "report":
+        print(report(args.run_dir))
+    elif args.command == "compare":
+        from .compare import compare
+        cfg = load_config(args.preset, _overrides(args.overrides))
+        methods = None if args.methods == "all" else args.methods.split(",")
+        table = compare(cfg, methods, [int(s) for s in args.seeds.split(",")], args.out, args.ablation)
+        print(table)
+    return 0
+
+
+def _validate_names(cfg) -> None:
+    """Unknown method or encoder names fail before any data is generated, listing valid choices."""
+    from .config import MODALITIES
+    from .methods import create_method
+    from .registry import ENCODERS
+
+    create_method(cfg.method)
+    for m in (*MODALITIES, "text"):
+        ENCODERS.get(getattr(cfg.encoders, m).partition("@")[0])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

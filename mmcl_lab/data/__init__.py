@@ -1,0 +1,126 @@
+"""Raw multimodal datasets: the bundled benchmark generators and folders of your own files.
+
+Every source returns a RawData whose x follows one layout per modality:
+image (N, H, W) uint8 grey; video (N, T, H, W) uint8 grey; audio (N, L) float32 in [-1, 1] at
+sample_rate; depth (N, H, W) float32 metres (0 = no return). Generated data is cached on disk as .npz
+(no pickle) keyed by (dataset, size, seed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..registry import DATASETS
+from ..utils import atomic_write_bytes
+
+LAYOUT_NDIM = {"image": 3, "video": 4, "audio": 2, "depth": 3}
+
+
+def register_dataset(name: str, modality: str, version: int = 1):
+    """Register a generator fn(n_per_class, seed) -> RawData; bump version when its output changes."""
+    def add(fn):
+        fn.modality, fn.version = modality, version
+        return DATASETS.register(name)(fn)
+    return add
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """Signals of one modality with integer labels into class_names."""
+
+    name: str
+    modality: str
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    sample_rate: int = 0  # audio only
+
+    def __post_init__(self) -> None:
+        where = f"dataset {self.name!r}"
+        if self.modality not in LAYOUT_NDIM:
+            raise ValueError(f"{where}: unknown modality {self.modality!r}; "
+                             f"expected one of {', '.join(LAYOUT_NDIM)}")
+        if self.x.ndim != LAYOUT_NDIM[self.modality]:
+            raise ValueError(f"{where}: {self.modality} data must have {LAYOUT_NDIM[self.modality]} "
+                             f"dimensions, got shape {self.x.shape}")
+        if len(self.x) != len(self.y):
+            raise ValueError(f"{where}: {len(self.x)} samples but {len(self.y)} labels")
+        names = [str(c).strip() for c in self.class_names]
+        if any(not n for n in names):
+            raise ValueError(f"{where}: every class needs a non-empty name, got {self.class_names}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: duplicate class names in {self.class_names}")
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(names)):
+            raise ValueError(f"{where}: labels must lie in [0, {len(names) - 1}], "
+                             f"found {int(self.y.min())}..{int(self.y.max())}")
+        empty = [n for i, n in enumerate(names) if not np.any(self.y == i)]
+        if empty:
+            raise ValueError(f"{where}: classes without samples: {empty}")
+        if self.x.dtype.kind == "f" and not np.isfinite(self.x).all():
+            raise ValueError(f"{where}: signals contain NaN or infinite values")
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __repr__(self) -> str:
+        return (f"RawData({self.name!r}, {self.modality}, {len(self)} samples, "
+                f"{len(self.class_names)} classes, x{tuple(self.x.shape)})")
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    """The cache directory: the argument, else $MMCL_CACHE, else ~/.cache/mmcl_lab."""
+    return Path(cache_dir or os.environ.get("MMCL_CACHE") or Path.home() / ".cache" / "mmcl_lab").expanduser()
+
+
+def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: str = "") -> RawData:
+    """A registered dataset (generated once, then read from the cache) or 'folder:<root>'."""
+    if spec.startswith("folder:"):
+        from .folder import read_folder
+        return read_folder(Path(spec.removeprefix("folder:")), modality, max_per_class=n_per_class)
+    make = DATASETS.get(spec)
+    if make.modality != modality:
+        raise ValueError(f"dataset {spec!r} is {make.modality} data, but was configured for {modality}")
+    key = hashlib.sha256(json.dumps([spec, make.version, n_per_class, seed]).encode()).hexdigest()[:16]
+    path = cache_root(cache_dir) / "raw" / f"{spec}-{key}.npz"
+    if path.exists():
+        return _read_npz(path, spec, modality)
+    raw = make(n_per_class=n_per_class, seed=seed)
+    _write_npz(path, raw)
+    return raw
+
+
+def _write_npz(path: Path, raw: RawData) -> None:
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, x=raw.x, y=raw.y, class_names=np.array(raw.class_names), sample_rate=raw.sample_rate)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _read_npz(path: Path, name: str, modality: str) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return RawData(name, modality, f["x"], f["y"], tuple(str(c) for c in f["class_names"]),
+                           int(f["sample_rate"]))
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path}: unreadable cached dataset ({err}); delete it to regenerate") from None
+
+
+def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded stratified train/test split (every class in both parts when it has 2+ samples)."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = min(max(1, round(len(idx) * test_fraction)), len(idx) - 1) if len(idx) > 1 else 0
+        test.extend(idx[:n_test])
+        train.extend(idx[n_test:])
+    return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
+
+
+from . import mnist, shapes, speech  # noqa: E402,F401  (registration)

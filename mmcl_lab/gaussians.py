@@ -1,0 +1,82 @@
+"""Stored Gaussian statistics of embeddings and the re-alignment stage trained on samples from them.
+
+Shared by COMM (per-modality alignment maps, relevance pseudo-features) and SLCA (classifier alignment).
+No raw exemplars are kept: only a mean and a (full or diagonal) covariance per key.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GaussianBank:
+    """Mean and covariance of vectors per integer key (a class id or a modality index)."""
+
+    def __init__(self, covariance: str = "full", shrinkage: float = 0.1):
+        if covariance not in ("full", "diag"):
+            raise ValueError(f"covariance must be 'full' or 'diag', got {covariance!r}")
+        self.covariance, self.shrinkage = covariance, shrinkage
+        self.mean: dict[int, Tensor] = {}
+        self.scale: dict[int, Tensor] = {}  # Cholesky factor (full) or standard deviations (diag)
+
+    def add(self, key: int, z: Tensor) -> None:
+        """Fit the Gaussian of key to z (N, E), replacing any earlier fit."""
+        z = z.detach().double()
+        mean = z.mean(0)
+        centred = z - mean
+        cov = centred.T @ centred / max(len(z) - 1, 1)  # (E, E)
+        # Shrink toward a scaled identity: few samples per class give a singular covariance.
+        target = torch.eye(len(mean), dtype=cov.dtype) * cov.diagonal().mean().clamp_min(1e-8)
+        cov = (1 - self.shrinkage) * cov + self.shrinkage * target
+        self.mean[key] = mean.float()
+        self.scale[key] = (torch.linalg.cholesky(cov) if self.covariance == "full" else cov.diagonal().sqrt()).float()
+
+    def sample(self, key: int, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """n draws (n, E) from the Gaussian of key."""
+        mean, scale = self.mean[key], self.scale[key]
+        eps = torch.randn(n, len(mean), generator=generator).to(mean.device)
+        return mean + (eps @ scale.T if self.covariance == "full" else eps * scale)
+
+    def keys(self) -> list[int]:
+        return sorted(self.mean)
+
+    def state_dict(self, prefix: str) -> dict[str, Tensor]:
+        out = {f"{prefix}.mean.{k}": v for k, v in self.mean.items()}
+        return out | {f"{prefix}.scale.{k}": v for k, v in self.scale.items()}
+
+    def load_state_dict(self, state: dict, prefix: str) -> None:
+        for name, value in state.items():
+            if name.startswith(prefix + "."):
+                kind, key = name[len(prefix) + 1:].split(".")
+                getattr(self, kind)[int(key)] = value
+
+
+def identity_map(dim: int) -> nn.Linear:
+    """A linear map E -> E initialised to the identity (re-alignment starts from 'no change')."""
+    layer = nn.Linear(dim, dim)
+    with torch.no_grad():
+        layer.weight.copy_(torch.eye(dim))
+        layer.bias.zero_()
+    return layer
+
+
+def train_alignment(align: nn.Module, class_text: Tensor, classes: list[int], samples: Tensor, labels: Tensor,
+                    temperature: float, epochs: int, lr: float, generator: torch.Generator,
+                    batch_size: int = 128) -> float:
+    """Fit align so that normalize(align(z)) classifies samples among classes; returns the last loss."""
+    opt = torch.optim.Adam(align.parameters(), lr=lr)
+    text = class_text[classes]  # (C, E)
+    target = torch.searchsorted(torch.tensor(classes, device=labels.device), labels)
+    loss = torch.tensor(float("nan"))
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=generator).to(labels.device)
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            z = F.normalize(align(samples[idx]), dim=-1)
+            loss = F.cross_entropy(z @ text.T / temperature, target[idx])  # (B, E) @ (E, C)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return loss.item()

@@ -1,0 +1,143 @@
+"""The method contract: what a continual-learning method adds to the loss and does between tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConfigError, MethodConfig, TrainConfig, coerce
+from ..model import AlignmentModel
+from ..registry import METHODS
+from ..streams import Batch, Task, TaskStream
+
+register_method = METHODS.register
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A method without hyper-parameters."""
+
+
+class Method:
+    """Base class: plain fine-tuning with cross-entropy over the current task's classes.
+
+    Hooks, in the order the runner calls them for every task: before_task, then (inside the one training
+    loop in train.py) loss and after_backward for each batch, then after_task. embed() is what evaluation
+    and the probes call: modality=None means the modality identity is not available at test time.
+    """
+
+    Config: type = NoConfig
+    needs_modality_id = False  # refuse scenarios that hide the modality at test time
+    uses_memory = False  # stores features of past tasks (reported with the memory size)
+    trains = True  # False: the model is never updated (zero-shot)
+
+    def __init__(self, cfg: Any = None):
+        self.cfg = cfg if cfg is not None else self.Config()
+        self.stream: TaskStream | None = None
+
+    def setup(self, model: AlignmentModel, stream: TaskStream) -> None:
+        """Called once with the model and the stream before any task."""
+        self.stream = stream
+
+    def parameters(self, model: AlignmentModel, task: Task) -> list:
+        """What the optimiser updates during task: parameters, or param groups with an 'lr_scale'."""
+        return list(model.parameters())
+
+    def training_batches(self, task: Task) -> list[Batch]:
+        """The pools the loop draws mini-batches from (one per feature space and modality)."""
+        return [Batch(task.train_x, task.train_y, task.feature_space, task.modality)]
+
+    def before_task(self, model: AlignmentModel, task: Task) -> None:
+        """Prepare for task (snapshots, new prompts, statistics of old tasks)."""
+
+    def loss(self, model: AlignmentModel, batch: Batch, task: Task) -> tuple[Tensor, dict[str, float]]:
+        """Cross-entropy over task's classes; methods add their terms to this."""
+        z = self.embed(model, batch.x, batch.space, batch.modality, aligned=False)
+        ce = cross_entropy(model, z, batch.y, list(task.classes))
+        return ce, {"ce": ce.item()}
+
+    def after_backward(self, model: AlignmentModel) -> None:
+        """Runs between backward and the optimiser step (e.g. to project gradients)."""
+
+    def after_task(self, model: AlignmentModel, task: Task) -> None:
+        """Consolidate after task (statistics, Fisher information, memories, re-alignment)."""
+
+    def embed(self, model: AlignmentModel, x: Tensor, space: str, modality: str | None,
+              aligned: bool = True) -> Tensor:
+        """Embeddings (B, E) for the loss, evaluation and probes (aligned=False skips any re-alignment)."""
+        return model.embed(x, space)
+
+    def fit_task(self, model: AlignmentModel, task: Task, train: TrainConfig, seed: int,
+                 device: torch.device) -> None:
+        """The one escape hatch: by default the shared loop of train.py."""
+        from ..train import train_task
+        train_task(model, self, task, train, seed, device)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and JSON-able values needed to resume after a task."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what state_dict returned (the model is already built and loaded)."""
+
+    def memory_bytes(self) -> int:
+        """Bytes of stored features, statistics and snapshots kept across tasks."""
+        return sum(v.numel() * v.element_size() for v in self.state_dict().values() if isinstance(v, Tensor))
+
+
+def cross_entropy(model: AlignmentModel, z: Tensor, y: Tensor, classes: list[int]) -> Tensor:
+    """Cross-entropy of embeddings z against the texts of classes; y holds global class ids."""
+    lookup = torch.full((len(model.class_text),), -1, dtype=torch.long, device=y.device)
+    lookup[torch.tensor(classes, device=y.device)] = torch.arange(len(classes), device=y.device)
+    target = lookup[y]
+    if (target < 0).any():
+        raise ValueError(f"labels {sorted(set(y[target < 0].tolist()))} are outside the classes {classes}")
+    return F.cross_entropy(model.logits(z, classes), target)
+
+
+def create_method(cfg: MethodConfig) -> Method:
+    """Instantiate a registered method, validating its params against the method's Config dataclass."""
+    cls = METHODS.get(cfg.name)
+    hints = typing.get_type_hints(cls.Config)
+    names = [f.name for f in dataclasses.fields(cls.Config)]
+    unknown = set(cfg.params) - set(names)
+    if unknown:
+        raise ConfigError(f"method {cfg.name!r} has no parameter(s) {sorted(unknown)}; "
+                          f"valid: {', '.join(names) or 'none'}")
+    params = {k: coerce(v, hints[k], f"method.params.{k}") for k, v in cfg.params.items()}
+    return cls(cls.Config(**params))
+
+
+def check_assumptions(method: Method, stream: TaskStream) -> None:
+    """Refuse a method that needs information the scenario does not give."""
+    if method.needs_modality_id and not stream.modality_id_at_test:
+        raise ValueError(f"{type(method).__name__} needs the modality identity at test time, but the "
+                         "scenario hides it (stream.modality_id_at_test=False)")
+
+
+HEAD_TRAINING = ("first_task", "always", "never")
+
+
+def head_parameters(model: AlignmentModel, stream: TaskStream, task: Task, mode: str) -> list[nn.Parameter]:
+    """The head parameters a prompt-based method trains in task.
+
+    COMM and L2P prompt a frozen pretrained aligned backbone. Our encoders are not aligned to text, so
+    'first_task' (the default) trains the head on the first task -- and a feature space's input projection
+    on the first task that uses it -- and freezes it afterwards, standing in for that backbone; 'always'
+    keeps training it; 'never' leaves it at its random initialisation.
+    """
+    if mode not in HEAD_TRAINING:
+        raise ConfigError(f"train_head must be one of {', '.join(HEAD_TRAINING)}, got {mode!r}")
+    if mode == "always":
+        return list(model.parameters())
+    if mode == "never":
+        return []
+    params = model.head_parameters() if task.id == 0 else []
+    first_of_space = next(t for t in stream.tasks if t.feature_space == task.feature_space).id == task.id
+    return params + (model.space_parameters(task.feature_space) if first_of_space else [])

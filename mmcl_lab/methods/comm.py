@@ -1,0 +1,234 @@
+"""COMM: Continual Learning for Multiple Modalities (Jin & Kim, arXiv 2503.08064), as read in COMM.md."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConfigError
+from ..gaussians import GaussianBank, identity_map, train_alignment
+from .base import Method, cross_entropy, head_parameters, register_method
+from .lwf import distill
+
+
+@dataclass(frozen=True)
+class COMMConfig:
+    """Every field marked 'inferred' is a reading of the paper (COMM.md), not a documented fact."""
+
+    prompt_length: int = 4  # tokens in each task's prompt P_t
+    self_reg: str = "l2"  # inferred 3: l2 (embedding shift) | kl (logit distributions) | off
+    lambda_sr: float = 1.0
+    relevance: str = "learned"  # inferred 4: learned R_t | off (own prompts only; uniform when hidden)
+    relevance_training: str = "before"  # inferred 4: before the task on pseudo-features | joint
+    lambda_r: float = 1.0  # weight of the relevance loss when relevance_training=joint
+    relevance_epochs: int = 30
+    realign: str = "modality"  # inferred 5: one map A_m per modality | shared (one map) | off
+    covariance: str = "full"  # inferred 5: full | diag, per class
+    align_samples: int = 128  # pseudo-features per class in the re-alignment stage
+    align_epochs: int = 5
+    align_lr: float = 1e-3
+    train_head: str = "first_task"  # how the frozen aligned backbone is stood in for (base.head_parameters)
+
+
+CHOICES = {"self_reg": ("l2", "kl", "off"), "relevance": ("learned", "off"),
+           "relevance_training": ("before", "joint"), "realign": ("modality", "shared", "off")}
+
+
+@register_method("comm")
+class COMM(Method):
+    """Per-task prompts aggregated within a modality and held in place by self-regularisation; a relevance
+    classifier R_t blends the prompts of related modalities; per-class Gaussians of old embeddings re-align
+    each modality's embeddings (A_m) after every task. No raw exemplars are stored."""
+
+    Config = COMMConfig
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        for field, allowed in CHOICES.items():
+            if getattr(self.cfg, field) not in allowed:
+                raise ConfigError(f"comm {field}={getattr(self.cfg, field)!r}; choose from {', '.join(allowed)}")
+
+    def setup(self, model, stream):
+        super().setup(model, stream)
+        self.device, self.dim, e = model.class_text.device, model.cfg.dim, model.class_text.shape[1]
+        self.mods = stream.modalities
+        self.prompts = nn.ParameterDict()  # task id -> (L, dim)
+        self.alpha = nn.ParameterDict()  # modality -> weights over its earlier tasks' prompts
+        self.relevance = nn.Linear(e, len(self.mods)).to(self.device)  # R_t on prompt-free embeddings
+        n_maps = len(self.mods) if self.cfg.realign == "modality" else 1
+        self.align = nn.ModuleList([identity_map(e) for _ in range(n_maps)]).to(self.device)
+        self.class_stats = GaussianBank(self.cfg.covariance)  # per class, of z
+        self.query_stats = GaussianBank(self.cfg.covariance)  # per task, of the prompt-free q(x)
+        self.seen: list[str] = []  # modality of each finished task
+        self.training_now = False
+
+    # ---- prompts ---------------------------------------------------------------------------------------
+    def _tasks_of(self, modality: str) -> list[str]:
+        return [k for k in self.prompts if self.stream[int(k)].modality == modality]
+
+    def aggregate(self, modality: str) -> Tensor:
+        """Pbar_m = P_latest + sum_j softmax(alpha_m)_j * stopgrad(P_j) over earlier tasks of modality."""
+        keys = self._tasks_of(modality)
+        if not keys:
+            return torch.zeros(self.cfg.prompt_length, self.dim, device=self.device)
+        latest, earlier = self.prompts[keys[-1]], keys[:-1]
+        if not earlier:
+            return latest
+        weights = self.alpha[modality].softmax(0)
+        return latest + sum(w * self.prompts[k].detach() for w, k in zip(weights, earlier))
+
+    def relevance_weights(self, model, x: Tensor, space: str, modality: str | None) -> Tensor:
+        """r(x): (B, M) weights over modalities. One-hot on the given modality at test time (and always
+        when relevance is off); softmax(R_t(q(x))) over seen modalities otherwise; uniform over seen
+        modalities when nothing can be learned yet, or relevance is off and the modality is hidden."""
+        seen = [m for m in self.mods if m in self.seen or m == modality]
+        if modality is not None and (self.cfg.relevance == "off" or not self.training_now):
+            r = torch.zeros(len(self.mods), device=x.device)
+            r[self.mods.index(modality)] = 1.0
+            return r.expand(len(x), -1)
+        mask = torch.tensor([m in seen for m in self.mods], device=x.device)
+        if self.cfg.relevance == "off" or len(seen) == 1:
+            return (mask.float() / mask.sum()).expand(len(x), -1)
+        with torch.no_grad():
+            q = model.embed(x, space)  # the prompt-free embedding
+            return self.relevance(q).masked_fill(~mask, float("-inf")).softmax(-1)
+
+    def prompt(self, r: Tensor, replace: dict[str, Tensor] | None = None) -> Tensor:
+        """sum_m r_m Pbar_m: (B, M) -> (B, L, dim); `replace` swaps in fixed aggregates (the SR target)."""
+        replace = replace or {}
+        bars = torch.stack([replace[m] if m in replace else self.aggregate(m) for m in self.mods])
+        return torch.einsum("bm,mld->bld", r, bars)  # (B, M) x (M, L, dim) -> (B, L, dim)
+
+    def embed(self, model, x, space, modality, aligned=True):
+        r = self.relevance_weights(model, x, space, modality)
+        z = model.embed(x, space, self.prompt(r))
+        if not aligned or self.cfg.realign == "off" or not self.seen:
+            return z
+        if self.cfg.realign == "shared":
+            return F.normalize(self.align[0](z), dim=-1)
+        maps = torch.stack([F.normalize(a(z), dim=-1) for a in self.align], 1)  # (B, M, E)
+        return F.normalize((r.unsqueeze(-1) * maps).sum(1), dim=-1)  # one-hot r picks A_m
+
+    # ---- hooks -----------------------------------------------------------------------------------------
+    def before_task(self, model, task):
+        self.training_now = True
+        earlier = self._tasks_of(task.modality)
+        self.sr_target = self.aggregate(task.modality).detach() if earlier else None
+        self.prompts[str(task.id)] = nn.Parameter(torch.zeros(self.cfg.prompt_length, self.dim, device=self.device))
+        if earlier:
+            self.alpha[task.modality] = nn.Parameter(torch.zeros(len(earlier), device=self.device))
+        if self.cfg.relevance == "learned" and self.cfg.relevance_training == "before" and self.seen:
+            self._train_relevance(model, task)
+
+    def parameters(self, model, task):
+        params = [self.prompts[str(task.id)], *head_parameters(model, self.stream, task, self.cfg.train_head)]
+        if task.modality in self.alpha:
+            params.append(self.alpha[task.modality])
+        if self.cfg.relevance_training == "joint":
+            params += list(self.relevance.parameters())
+        return params
+
+    def loss(self, model, batch, task):
+        r = self.relevance_weights(model, batch.x, batch.space, batch.modality)
+        z = model.embed(batch.x, batch.space, self.prompt(r))
+        loss = cross_entropy(model, z, batch.y, list(task.classes))
+        logs = {"ce": loss.item()}
+        if self.sr_target is not None and self.cfg.self_reg != "off":
+            with torch.no_grad():
+                old = model.embed(batch.x, batch.space, self.prompt(r, {task.modality: self.sr_target}))
+            if self.cfg.self_reg == "l2":
+                sr = ((z - old) ** 2).sum(-1).mean()
+            else:
+                classes = self.stream.seen_classes(task.id, task.modality)
+                sr = distill(model.logits(z, classes), model.logits(old, classes), 1.0)
+            loss = loss + self.cfg.lambda_sr * sr
+            logs["sr"] = sr.item()
+        if self.cfg.relevance == "learned" and self.cfg.relevance_training == "joint":
+            lr_loss = self._relevance_loss(model, batch.x, batch.space, task, n_pseudo=len(batch.y))
+            loss = loss + self.cfg.lambda_r * lr_loss
+            logs["relevance"] = lr_loss.item()
+        return loss, logs
+
+    def _relevance_loss(self, model, x, space, task, n_pseudo: int, generator=None) -> Tensor:
+        with torch.no_grad():
+            q = model.embed(x, space)
+        feats, labels = [q], [torch.full((len(q),), self.mods.index(task.modality))]
+        old_tasks = self.query_stats.keys()
+        for tid in old_tasks:  # Gaussian pseudo-features of every earlier task's prompt-free embedding
+            feats.append(self.query_stats.sample(tid, max(1, n_pseudo // len(old_tasks)), generator))
+            labels.append(torch.full((len(feats[-1]),), self.mods.index(self.stream[tid].modality)))
+        return F.cross_entropy(self.relevance(torch.cat(feats)), torch.cat(labels).to(self.device))
+
+    def _train_relevance(self, model, task):
+        opt = torch.optim.Adam(self.relevance.parameters(), lr=1e-2)
+        generator = torch.Generator().manual_seed(40_000 + task.id)
+        x = task.train_x.to(self.device)
+        for _ in range(self.cfg.relevance_epochs):
+            loss = self._relevance_loss(model, x, task.feature_space, task, n_pseudo=len(x), generator=generator)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def after_task(self, model, task):
+        self.training_now = False
+        self.seen.append(task.modality)
+        device = self.device
+        x, y = task.train_x.to(device), task.train_y.to(device)
+        with torch.no_grad():
+            self.query_stats.add(task.id, model.embed(x, task.feature_space))
+            z = self.embed(model, x, task.feature_space, task.modality, aligned=False)
+        for c in task.classes:
+            self.class_stats.add(c, z[y == c])
+        if self.cfg.realign != "off":
+            self._realign(model, task, z, y)
+
+    def _realign(self, model, task, z_now, y_now):
+        """Fit each alignment map on Gaussian samples of old classes plus the current real embeddings."""
+        generator = torch.Generator().manual_seed(50_000 + task.id)
+        groups = self.mods if self.cfg.realign == "modality" else [None]
+        seen_all = self.stream.seen_classes(task.id)
+        for i, modality in enumerate(groups):
+            classes = self.stream.seen_classes(task.id, modality)
+            if not classes:
+                continue
+            old = [c for c in classes if c not in task.classes]
+            n = self.cfg.align_samples
+            samples = [self.class_stats.sample(c, n, generator) for c in old]
+            labels = [torch.full((n,), c, device=self.device) for c in old]
+            if modality in (None, task.modality):
+                samples.append(z_now)
+                labels.append(y_now)
+            train_alignment(self.align[i], model.class_text, seen_all, torch.cat(samples).to(self.device),
+                            torch.cat(labels), model.cfg.temperature, self.cfg.align_epochs,
+                            self.cfg.align_lr, generator)
+
+    def state_dict(self):
+        state = {f"prompt.{k}": p.detach() for k, p in self.prompts.items()}
+        state |= {f"alpha.{m}": a.detach() for m, a in self.alpha.items()}
+        state |= {f"relevance.{k}": v for k, v in self.relevance.state_dict().items()}
+        state |= {f"align.{k}": v for k, v in self.align.state_dict().items()}
+        state |= self.class_stats.state_dict("class_stats") | self.query_stats.state_dict("query_stats")
+        return state | {"seen": list(self.seen)}
+
+    def load_state_dict(self, state):
+        for name, value in sorted(state.items(), key=lambda kv: _order(kv[0])):
+            kind, _, key = name.partition(".")
+            if kind == "prompt":
+                self.prompts[key] = nn.Parameter(value.to(self.device))
+            elif kind == "alpha":
+                self.alpha[key] = nn.Parameter(value.to(self.device))
+        self.relevance.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("relevance.")})
+        self.align.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("align.")})
+        self.class_stats.load_state_dict(state, "class_stats")
+        self.query_stats.load_state_dict(state, "query_stats")
+        self.seen = list(state["seen"])
+        self.training_now = False
+
+
+def _order(name: str) -> tuple:
+    # Prompts must come back in task order ("prompt.10" sorts before "prompt.2" as a string).
+    kind, _, key = name.partition(".")
+    return (kind, int(key) if key.isdigit() else 0, key)

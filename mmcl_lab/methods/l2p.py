@@ -1,0 +1,66 @@
+"""Learning to Prompt: a shared pool of prompts picked by key-query matching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import Method, cross_entropy, head_parameters, register_method
+
+
+@dataclass(frozen=True)
+class L2PConfig:
+    pool_size: int = 10
+    prompt_length: int = 4  # tokens per prompt
+    top_k: int = 2  # prompts chosen per input
+    pull: float = 0.5  # weight of the key-query matching term
+    train_head: str = "first_task"  # first_task | always | never (see base.head_parameters)
+
+
+@register_method("l2p")
+class L2P(Method):
+    """Wang et al., "Learning to Prompt for Continual Learning", CVPR 2022: the prompt-free embedding of
+    an input queries a pool of (key, prompt) pairs; the top-k prompts are prepended to its tokens.
+    Needs no task or modality identity."""
+
+    Config = L2PConfig
+
+    def setup(self, model, stream):
+        super().setup(model, stream)
+        dim, e = model.cfg.dim, model.class_text.shape[1]
+        device = model.class_text.device
+        self.prompts = nn.Parameter(0.02 * torch.randn(self.cfg.pool_size, self.cfg.prompt_length, dim,
+                                                       device=device))
+        self.keys = nn.Parameter(F.normalize(torch.randn(self.cfg.pool_size, e, device=device), dim=-1))
+
+    def parameters(self, model, task):
+        return [self.prompts, self.keys, *head_parameters(model, self.stream, task, self.cfg.train_head)]
+
+    def _select(self, model, x, space):
+        with torch.no_grad():
+            query = model.embed(x, space)  # (B, E), the prompt-free embedding
+        sim = query @ F.normalize(self.keys, dim=-1).T  # (B, M)
+        top = sim.topk(self.cfg.top_k, dim=1).indices  # (B, k)
+        prompts = self.prompts[top].flatten(1, 2)  # (B, k * L, dim)
+        return prompts, sim.gather(1, top)
+
+    def embed(self, model, x, space, modality, aligned=True):
+        return model.embed(x, space, self._select(model, x, space)[0])
+
+    def loss(self, model, batch, task):
+        prompts, match = self._select(model, batch.x, batch.space)
+        z = model.embed(batch.x, batch.space, prompts)
+        ce = cross_entropy(model, z, batch.y, list(task.classes))
+        pull = (1 - match).mean()
+        return ce + self.cfg.pull * pull, {"ce": ce.item(), "pull": pull.item()}
+
+    def state_dict(self):
+        return {"prompts": self.prompts.detach(), "keys": self.keys.detach()}
+
+    def load_state_dict(self, state):
+        with torch.no_grad():
+            self.prompts.copy_(state["prompts"])
+            self.keys.copy_(state["keys"])

@@ -1,0 +1,65 @@
+"""Slow Learner with Classifier Alignment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..gaussians import GaussianBank, identity_map, train_alignment
+from .base import Method, register_method
+
+
+@dataclass(frozen=True)
+class SLCAConfig:
+    lr_scale: float = 0.1  # slow learner: the head trains at this fraction of train.lr
+    covariance: str = "full"  # full | diag
+    align_samples: int = 128  # pseudo-features drawn per class
+    align_epochs: int = 5
+    align_lr: float = 1e-3
+
+
+@register_method("slca")
+class SLCA(Method):
+    """Zhang et al., "SLCA: Slow Learner with Classifier Alignment", ICCV 2023: train the representation
+    slowly, store a Gaussian per class, and after each task re-fit the classifier on samples drawn from
+    all class Gaussians. Our classifier is the fixed class texts, so the alignment is a linear map on the
+    embedding (identity at start) trained over all seen classes."""
+
+    Config = SLCAConfig
+
+    def setup(self, model, stream):
+        super().setup(model, stream)
+        self.bank = GaussianBank(self.cfg.covariance)
+        self.align = identity_map(model.class_text.shape[1]).to(model.class_text.device)
+
+    def parameters(self, model, task):
+        return [{"params": list(model.parameters()), "lr_scale": self.cfg.lr_scale}]
+
+    def embed(self, model, x, space, modality, aligned=True):
+        z = model.embed(x, space)
+        return F.normalize(self.align(z), dim=-1) if aligned and self.bank.keys() else z
+
+    @torch.no_grad()
+    def _fit_stats(self, model, task):
+        z = model.embed(task.train_x.to(model.class_text.device), task.feature_space)
+        for c in task.classes:
+            self.bank.add(c, z[task.train_y.to(z.device) == c])
+
+    def after_task(self, model, task):
+        self._fit_stats(model, task)
+        generator = torch.Generator().manual_seed(30_000 + task.id)
+        seen = self.stream.seen_classes(task.id)
+        n = self.cfg.align_samples
+        samples = torch.cat([self.bank.sample(c, n, generator) for c in seen])
+        labels = torch.tensor(seen, device=samples.device).repeat_interleave(n)
+        train_alignment(self.align, model.class_text, seen, samples, labels, model.cfg.temperature,
+                        self.cfg.align_epochs, self.cfg.align_lr, generator)
+
+    def state_dict(self):
+        return {**self.bank.state_dict("bank"), **{f"align.{k}": v for k, v in self.align.state_dict().items()}}
+
+    def load_state_dict(self, state):
+        self.bank.load_state_dict(state, "bank")
+        self.align.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("align.")})

@@ -1,0 +1,109 @@
+"""A fixed probe set embedded after every task, and pure measures of drift and modality bias."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+# ---- capture -------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def capture(model, method, stream, device) -> tuple[dict[str, Tensor], dict]:
+    """Probe embeddings (N, E) with the modality known, unknown, and known without re-alignment."""
+    model.eval()
+    out: dict[str, list[Tensor]] = {"known": [], "agnostic": [], "known_unaligned": []}
+    meta = {"label": [], "task": [], "modality": [], "sample": []}
+    for task in stream:
+        x = task.test_x[task.probe].to(device)
+        out["known"].append(method.embed(model, x, task.feature_space, task.modality).cpu())
+        out["agnostic"].append(method.embed(model, x, task.feature_space, None).cpu())
+        out["known_unaligned"].append(method.embed(model, x, task.feature_space, task.modality, False).cpu())
+        meta["label"] += task.test_y[task.probe].tolist()
+        meta["task"] += [task.id] * len(task.probe)
+        meta["modality"] += [task.modality] * len(task.probe)
+        meta["sample"] += [f"{task.modality}:{int(i)}" for i in task.test_index[task.probe]]
+    tensors = {k: torch.cat(v).contiguous() for k, v in out.items()}
+    tensors["text"] = model.class_text.detach().cpu().contiguous()
+    meta.update(class_names=list(stream.class_names), class_modality=list(stream.class_modality))
+    return tensors, meta
+
+
+# ---- drift between two snapshots of the same probe set ------------------------------------------------
+
+
+def centroid_drift(before: np.ndarray, after: np.ndarray, groups: np.ndarray) -> dict:
+    """Distance each group's centroid (class or modality) moved: {group: ||mean_after - mean_before||}."""
+    return {g: float(np.linalg.norm(after[groups == g].mean(0) - before[groups == g].mean(0)))
+            for g in dict.fromkeys(groups.tolist())}
+
+
+def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
+    """Linear CKA (Kornblith et al. 2019) = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F); 1 = same
+    geometry up to rotation and isotropic scale."""
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    num = np.linalg.norm(Yc.T @ Xc) ** 2
+    den = np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc)
+    return float(num / den) if den > 0 else float("nan")
+
+
+def _knn(X: np.ndarray, k: int) -> np.ndarray:
+    d = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)  # (N, N)
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+def knn_overlap(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
+    """Mean fraction of each point's k nearest neighbours shared by the two snapshots (1 = unchanged)."""
+    k = min(k, len(X) - 1)
+    a, b = _knn(X, k), _knn(Y, k)
+    return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(len(X))]))
+
+
+# ---- modality bias within one snapshot -----------------------------------------------------------------
+
+
+def modality_gap(emb: np.ndarray, modality: np.ndarray, text: np.ndarray, class_modality: np.ndarray) -> dict:
+    """Centroid distances: each modality to its own class texts ('to_text'), and between modalities."""
+    cent = {m: emb[modality == m].mean(0) for m in dict.fromkeys(modality.tolist())}
+    to_text = {m: float(np.linalg.norm(c - text[class_modality == m].mean(0))) for m, c in cent.items()}
+    between = {f"{a}-{b}": float(np.linalg.norm(cent[a] - cent[b]))
+               for i, a in enumerate(cent) for b in list(cent)[i + 1:]}
+    return {"to_text": to_text, "between": between}
+
+
+def alignment_uniformity(emb: np.ndarray, labels: np.ndarray, text: np.ndarray) -> tuple[float, float]:
+    """Wang & Isola (2020): alignment = mean ||z - w_y||^2 to the own class text (lower is better);
+    uniformity = log mean exp(-2 ||z_i - z_j||^2) over probe pairs (lower = more spread)."""
+    align = float(np.mean(((emb - text[labels]) ** 2).sum(1)))
+    d2 = ((emb[:, None] - emb[None]) ** 2).sum(-1)[np.triu_indices(len(emb), 1)]
+    return align, float(np.log(np.mean(np.exp(-2 * d2))))
+
+
+def retrieval(emb: np.ndarray, labels: np.ndarray, text: np.ndarray, classes: np.ndarray) -> dict:
+    """Top-1 retrieval among classes, both ways: x->text accuracy and text->x (is the nearest probe of
+    each class text one of its samples). Their difference is the retrieval asymmetry."""
+    sim = emb @ text[classes].T  # (N, C)
+    x2t = float(np.mean(classes[sim.argmax(1)] == labels))
+    present = np.isin(classes, labels)
+    t2x = float(np.mean(labels[sim[:, present].argmax(0)] == classes[present])) if present.any() else float("nan")
+    return {"x_to_text": x2t, "text_to_x": t2x, "asymmetry": x2t - t2x}
+
+
+def per_modality_accuracy(emb: np.ndarray, labels: np.ndarray, modality: np.ndarray, text: np.ndarray,
+                          classes: np.ndarray) -> dict:
+    """Probe accuracy of each modality when predicting among all given classes (modality-agnostic)."""
+    pred = classes[(emb @ text[classes].T).argmax(1)]
+    return {m: float(np.mean(pred[modality == m] == labels[modality == m])) for m in dict.fromkeys(modality.tolist())}
+
+
+def realignment_effect(before: np.ndarray, after: np.ndarray, labels: np.ndarray, modality: np.ndarray,
+                       text: np.ndarray, class_modality: np.ndarray) -> dict:
+    """Modality gap to text and probe accuracy per modality, before vs after a re-alignment stage."""
+    classes = np.unique(labels)
+    out = {}
+    for name, emb in (("before", before), ("after", after)):
+        out[name] = {"gap_to_text": modality_gap(emb, modality, text, class_modality)["to_text"],
+                     "accuracy": per_modality_accuracy(emb, labels, modality, text, classes)}
+    return out

@@ -1,0 +1,151 @@
+"""Tasks and task streams: disjoint named classes per task, one modality per task, scenario flags."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .cache import cached_features
+from .config import RunConfig
+from .data import RawData, load_raw, split_indices
+from .encoders import create_encoder
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """A mini-batch of cached features from one feature space and one modality."""
+
+    x: Tensor  # (B, T, F)
+    y: Tensor  # (B,) global class ids
+    space: str
+    modality: str
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One step of the stream: a modality, its new classes, and cached features for train and test."""
+
+    id: int
+    modality: str
+    feature_space: str
+    classes: tuple[int, ...]  # global class ids, disjoint from every other task's
+    class_names: tuple[str, ...]
+    train_x: Tensor  # (N, T, F) frozen features
+    train_y: Tensor  # (N,) global class ids
+    test_x: Tensor
+    test_y: Tensor
+    train_index: np.ndarray  # rows of the modality's RawData, for showing the raw signals
+    test_index: np.ndarray
+    probe: np.ndarray  # rows of test_x kept as the fixed probe set
+
+    @property
+    def name(self) -> str:
+        return f"{self.id}:{self.modality}[{', '.join(self.class_names)}]"
+
+    def __repr__(self) -> str:
+        return f"Task({self.name}, train={len(self.train_y)}, test={len(self.test_y)})"
+
+
+@dataclass(eq=False)
+class TaskStream:
+    """An ordered sequence of tasks plus everything the model needs to know about the label space."""
+
+    tasks: list[Task]
+    class_names: tuple[str, ...]  # indexed by global class id
+    class_modality: tuple[str, ...]
+    class_text: Tensor  # (C, E) L2-normalised text anchors of all classes
+    feature_spaces: dict[str, tuple[int, int]]  # space -> (max tokens T, dim F)
+    modality_id_at_test: bool
+    raw: dict[str, RawData] = field(default_factory=dict)
+    prep_seconds: float = 0.0  # data generation + feature extraction (cache misses cost this once)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self):
+        return iter(self.tasks)
+
+    def __getitem__(self, i: int) -> Task:
+        return self.tasks[i]
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities in order of first appearance."""
+        return list(dict.fromkeys(t.modality for t in self.tasks))
+
+    def seen_classes(self, step: int, modality: str | None = None) -> list[int]:
+        """Global class ids of tasks 0..step (optionally only of one modality)."""
+        return [c for t in self.tasks[:step + 1] if modality in (None, t.modality) for c in t.classes]
+
+    def __repr__(self) -> str:
+        lines = [f"TaskStream({len(self)} tasks, {len(self.class_names)} classes, "
+                 f"modality id at test: {self.modality_id_at_test})"]
+        return "\n".join(lines + [f"  {t!r}" for t in self.tasks])
+
+
+def _task_order(plan: list[tuple[str, int]], order: str, seed: int) -> list[tuple[str, int]]:
+    if order == "blocked":
+        return plan
+    if order == "random":
+        return [plan[i] for i in np.random.default_rng(seed).permutation(len(plan))]
+    n_chunks = max(k for _, k in plan) + 1
+    return [p for k in range(n_chunks) for p in plan if p[1] == k]  # interleaved
+
+
+def build_stream(cfg: RunConfig, progress: bool | None = None) -> TaskStream:
+    """Load data, encode it once (cached), cut classes into tasks and embed class names as text."""
+    progress = cfg.train.progress if progress is None else progress
+    start = time.perf_counter()
+    per_modality = {}
+    for m in cfg.stream.modalities:
+        raw = load_raw(getattr(cfg.data, m), m, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
+        encoder = create_encoder(getattr(cfg.encoders, m))
+        if encoder.modality != m:
+            raise ValueError(f"encoders.{m}={getattr(cfg.encoders, m)!r} encodes {encoder.modality}, not {m}")
+        tokens = cached_features(encoder, raw, cfg.data.cache_dir, cfg.encoders.batch_size, progress=progress)
+        k = cfg.stream.tasks_per_modality
+        if k > len(raw.class_names):
+            raise ValueError(f"stream.tasks_per_modality={k} but {m} data has only "
+                             f"{len(raw.class_names)} classes")
+        chunks = np.array_split(np.arange(len(raw.class_names)), k)
+        per_modality[m] = (raw, tokens, encoder.feature_space, chunks)
+    plan = [(m, k) for m in cfg.stream.modalities for k in range(cfg.stream.tasks_per_modality)]
+    tasks, names, mods = [], [], []
+    for tid, (m, k) in enumerate(_task_order(plan, cfg.stream.order, cfg.seed)):
+        raw, tokens, space, chunks = per_modality[m]
+        local = chunks[k]
+        global_ids = tuple(range(len(names), len(names) + len(local)))
+        names += [raw.class_names[c] for c in local]
+        mods += [m] * len(local)
+        tasks.append(_make_task(tid, m, space, raw, tokens, local, global_ids, cfg))
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"class names must be unique across the stream; repeated: {duplicates}")
+    text_encoder = create_encoder(cfg.encoders.text)
+    prompts = [getattr(cfg.templates, m).format(n) for n, m in zip(names, mods)]
+    class_text = text_encoder.encode(prompts).float()
+    spaces = {}
+    for t in tasks:
+        n_tok, dim = t.train_x.shape[1:]
+        spaces[t.feature_space] = (max(n_tok, spaces.get(t.feature_space, (0, 0))[0]), dim)
+    raws = {m: v[0] for m, v in per_modality.items()}
+    return TaskStream(tasks, tuple(names), tuple(mods), class_text, spaces, cfg.stream.modality_id_at_test,
+                      raws, time.perf_counter() - start)
+
+
+def _make_task(tid: int, modality: str, space: str, raw: RawData, tokens: Tensor, local: np.ndarray,
+               global_ids: tuple[int, ...], cfg: RunConfig) -> Task:
+    rows = np.flatnonzero(np.isin(raw.y, local))
+    train_rel, test_rel = split_indices(raw.y[rows], cfg.data.test_fraction, cfg.data.seed)
+    train_idx, test_idx = rows[train_rel], rows[test_rel]
+    to_global = {int(c): g for c, g in zip(local, global_ids)}
+    relabel = lambda idx: torch.tensor([to_global[int(c)] for c in raw.y[idx]], dtype=torch.long)  # noqa: E731
+    test_y = relabel(test_idx)
+    probe = np.concatenate([np.flatnonzero(test_y.numpy() == g)[:cfg.probe.per_class] for g in global_ids])
+    return Task(tid, modality, space, global_ids, tuple(raw.class_names[c] for c in local),
+                tokens[train_idx], relabel(train_idx), tokens[test_idx], test_y, train_idx, test_idx,
+                np.sort(probe))

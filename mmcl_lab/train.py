@@ -1,0 +1,66 @@
+"""The one training loop: methods return a loss, the loop owns zero_grad, backward and step."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .streams import Batch, Task
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last finished task's checkpoint is kept."""
+
+
+def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Generator,
+                    device: torch.device) -> Iterator[Batch]:
+    """Shuffled mini-batches from each pool, with the order of batches shuffled across pools."""
+    plan = []
+    for p, pool in enumerate(pools):
+        order = torch.randperm(len(pool.y), generator=generator)
+        plan += [(p, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    for j in torch.randperm(len(plan), generator=generator).tolist():
+        p, idx = plan[j]
+        pool = pools[p]
+        yield Batch(pool.x[idx].to(device, non_blocking=True), pool.y[idx].to(device, non_blocking=True),
+                    pool.space, pool.modality)
+
+
+def n_batches(pools: list[Batch], batch_size: int) -> int:
+    """Mini-batches per epoch over pools."""
+    return sum(-(-len(p.y) // batch_size) for p in pools)
+
+
+def train_task(model, method, task: Task, cfg: TrainConfig, seed: int, device: torch.device) -> None:
+    """Optimise method.parameters() on task for cfg.epochs epochs with AdamW."""
+    groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.parameters(model, task)]
+    groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
+              for g in groups]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        return
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pools = method.training_batches(task)
+    if sum(len(p.y) for p in pools) == 0:
+        raise ValueError(f"task {task.id} ({task.modality}) has no training samples")
+    # Batch order comes from its own generator (seed, task): resuming reproduces it exactly.
+    generator = torch.Generator().manual_seed(seed * 100_003 + task.id)
+    total = cfg.epochs * n_batches(pools, cfg.batch_size)
+    model.train()
+    with tqdm(total=total, desc=f"task {task.id} {task.modality}", disable=not cfg.progress, leave=False) as bar:
+        for epoch in range(cfg.epochs):
+            for batch in iterate_batches(pools, cfg.batch_size, generator, device):
+                loss, logs = method.loss(model, batch, task)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"task {task.id} ({task.modality}), epoch {epoch}: loss is "
+                                           f"{loss.item()} ({logs}); lower train.lr or check the features")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                method.after_backward(model)
+                opt.step()
+                bar.update()
+                bar.set_postfix(logs, refresh=False)
+    model.eval()

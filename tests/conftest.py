@@ -1,0 +1,36 @@
+"""Shared fixtures: one cache directory and one ci-preset stream per test session; always offline, on CPU."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from mmcl_lab.config import load_config  # noqa: E402
+from mmcl_lab.streams import TaskStream, build_stream  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mmcl_cache")
+    os.environ["MMCL_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def ci_cfg(cache_dir):
+    return load_config("ci", {"data.cache_dir": str(cache_dir), "train.device": "cpu"})
+
+
+@pytest.fixture(scope="session")
+def ci_stream(ci_cfg) -> TaskStream:
+    return build_stream(ci_cfg)
+
+
+def head(stream: TaskStream, n: int) -> TaskStream:
+    """The first n tasks of a stream (for fast tests)."""
+    return TaskStream(stream.tasks[:n], stream.class_names, stream.class_modality, stream.class_text,
+                      stream.feature_spaces, stream.modality_id_at_test, stream.raw, stream.prep_seconds)

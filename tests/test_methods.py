@@ -1,0 +1,127 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import head
+from mmcl_lab.config import ConfigError, MethodConfig, apply_overrides
+from mmcl_lab.methods import Method, check_assumptions, create_method
+from mmcl_lab.metrics import accuracy_matrix
+from mmcl_lab.model import build_model
+from mmcl_lab.registry import METHODS
+from mmcl_lab.run import Run, run_stream
+from mmcl_lab.train import train_task
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci_cfg, ci_stream, tmp_path):
+    stream = head(ci_stream, 4)
+    cfg = apply_overrides(ci_cfg, {"method.name": name})
+    run = run_stream(cfg, tmp_path / name, stream)
+    for setting in ("known", "agnostic"):
+        R, init = accuracy_matrix(run.results(), setting)
+        assert R.shape == (4, 4) and np.isfinite(R).all() and np.isfinite(init).all()
+
+    # state round-trip: a fresh method loaded from the last checkpoint embeds exactly like the saved one
+    torch.manual_seed(0)
+    model, method = build_model(stream, cfg.model), create_method(cfg.method)
+    method.setup(model, stream)
+    Run(run.path).load_checkpoint(3, model, method)
+    probes = run.probes()[3]
+    task = stream[0]
+    with torch.no_grad():
+        z = method.embed(model, task.test_x[task.probe], task.feature_space, task.modality)
+    assert torch.allclose(z, probes["known"][: len(task.probe)], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if n != "zeroshot"])
+def test_training_changes_the_model_with_a_finite_loss(name, ci_cfg, ci_stream):
+    stream = head(ci_stream, 2)
+    torch.manual_seed(0)
+    model = build_model(stream, ci_cfg.model)
+    method = create_method(MethodConfig(name))
+    method.setup(model, stream)
+    before = [p.detach().clone() for p in model.parameters()]
+    for task in stream:
+        method.before_task(model, task)
+        from mmcl_lab.streams import Batch
+        batch = Batch(task.train_x[:8], task.train_y[:8], task.feature_space, task.modality)
+        loss, logs = method.loss(model, batch, task)
+        assert torch.isfinite(loss) and all(np.isfinite(v) for v in logs.values())
+        train_task(model, method, task, ci_cfg.train, 0, torch.device("cpu"))
+        method.after_task(model, task)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_zeroshot_never_changes_the_model(ci_cfg, ci_stream, tmp_path):
+    run = run_stream(apply_overrides(ci_cfg, {"method.name": "zeroshot"}), tmp_path / "z", head(ci_stream, 2))
+    res = run.results()
+    known = res[res.setting == "known"].pivot_table(index="step", columns="task", values="value")
+    assert (known.loc[0] == known.loc[1]).all()  # the same model at every step
+
+
+def test_method_needing_the_modality_is_refused_when_it_is_hidden(ci_stream):
+    class NeedsModality(Method):
+        needs_modality_id = True
+
+    hidden = head(ci_stream, 2)
+    hidden.modality_id_at_test = False
+    with pytest.raises(ValueError, match="needs the modality identity.*modality_id_at_test=False"):
+        check_assumptions(NeedsModality(), hidden)
+    check_assumptions(NeedsModality(), head(ci_stream, 2))
+
+
+def test_hidden_modality_evaluates_only_agnostic(ci_cfg, ci_stream, tmp_path):
+    stream = head(ci_stream, 2)
+    stream.modality_id_at_test = False
+    run = run_stream(apply_overrides(ci_cfg, {"stream.modality_id_at_test": False}), tmp_path / "h", stream)
+    assert set(run.results().setting) == {"agnostic"}
+
+
+@pytest.mark.parametrize("params", [{"self_reg": "off"}, {"relevance": "off"}, {"realign": "off"},
+                                    {"realign": "shared", "covariance": "diag"}, {"self_reg": "kl"},
+                                    {"relevance_training": "joint"}, {"train_head": "always"}])
+def test_comm_switches_run(params, ci_cfg, ci_stream, tmp_path):
+    cfg = apply_overrides(ci_cfg, {"method.name": "comm", **{f"method.params.{k}": v for k, v in params.items()}})
+    run = run_stream(cfg, tmp_path / "c", head(ci_stream, 4))
+    assert run.latest_step() == 3
+
+
+def test_comm_rejects_unknown_choices():
+    with pytest.raises(ConfigError, match="comm realign='sometimes'; choose from modality, shared, off"):
+        create_method(MethodConfig("comm", {"realign": "sometimes"}))
+
+
+def test_comm_realignment_only_acts_after_it_has_statistics(ci_cfg, ci_stream):
+    stream = head(ci_stream, 2)
+    torch.manual_seed(0)
+    model = build_model(stream, ci_cfg.model)
+    method = create_method(MethodConfig("comm"))
+    method.setup(model, stream)
+    task = stream[0]
+    x = task.test_x[:4]
+    assert torch.equal(method.embed(model, x, task.feature_space, "image"),
+                       method.embed(model, x, task.feature_space, "image", aligned=False))
+    method.before_task(model, task)
+    train_task(model, method, task, ci_cfg.train, 0, torch.device("cpu"))
+    method.after_task(model, task)
+    assert set(method.class_stats.keys()) == set(task.classes)
+    assert not torch.allclose(method.embed(model, x, task.feature_space, "image"),
+                              method.embed(model, x, task.feature_space, "image", aligned=False))
+
+
+def test_er_memory_is_class_balanced_and_bounded(ci_cfg, ci_stream):
+    stream = head(ci_stream, 3)
+    model = build_model(stream, ci_cfg.model)
+    method = create_method(MethodConfig("er", {"memory_size": 30}))
+    method.setup(model, stream)
+    for task in stream:
+        method.before_task(model, task)
+        method.after_task(model, task)
+    per_class = {}
+    for tid, rows in method.memory.items():
+        for r in rows:
+            c = int(stream[tid].train_y[r])
+            per_class[c] = per_class.get(c, 0) + 1
+    assert sum(per_class.values()) <= 30
+    assert set(per_class) == set(stream.seen_classes(2)) and len(set(per_class.values())) == 1
+    assert method.memory_bytes() > 0

@@ -127,7 +127,9 @@ class AudioCLAP(Encoder):
 
         target = self.extractor.sampling_rate
         waves = AF.resample(as_float_tensor(x), sample_rate, target) if sample_rate != target else as_float_tensor(x)
-        feats = self.extractor(list(waves.numpy()), sampling_rate=target, return_tensors="pt")
+        fusion = getattr(self.model.config.audio_config, "enable_fusion", False)  # must match the checkpoint
+        feats = self.extractor(list(waves.numpy()), sampling_rate=target, return_tensors="pt",
+                               truncation="fusion" if fusion else "rand_trunc")
         return feats["input_features"]
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 1, frames, mels) -> (B, 1, D)

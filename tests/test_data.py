@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from mmcl_lab.config import apply_overrides
+from mmcl_lab.data import load_raw, split_indices
+from mmcl_lab.data.folder import read_folder
+from mmcl_lab.registry import DATASETS
+from mmcl_lab.streams import build_stream
+
+
+@pytest.mark.parametrize("name,modality,classes,shape", [
+    ("mnist", "image", 10, (28, 28)), ("moving_digits", "video", 8, (8, 48, 48)),
+    ("spoken_words", "audio", 10, (26460,)), ("shapes", "depth", 8, (48, 48))])
+def test_bundled_generators(name, modality, classes, shape, cache_dir):
+    raw = load_raw(name, modality, 3, 0, str(cache_dir))
+    assert raw.modality == modality and len(raw.class_names) == classes and raw.x.shape[1:] == shape
+    assert np.bincount(raw.y).tolist() == [3] * classes
+    again = load_raw(name, modality, 3, 0, str(cache_dir))  # from the on-disk cache
+    assert np.array_equal(raw.x, again.x) and np.array_equal(raw.y, again.y)
+    assert raw.x.std() > 0  # real signal, not blank
+
+
+@pytest.mark.parametrize("name", ["mnist", "moving_digits", "shapes"])
+def test_generation_is_seeded(name):
+    a, b, c = (DATASETS.get(name)(2, s) for s in (0, 0, 1))
+    assert np.array_equal(a.x, b.x) and not np.array_equal(a.x, c.x)
+
+
+def test_speech_generation_is_seeded_up_to_espeak_jitter():
+    # espeak-ng adds its own unseedable jitter to the waveform (see data_cards/spoken_words.md): the seed
+    # fixes words, voices, speeds, pitches, offsets and noise; the on-disk cache then fixes the signals.
+    a, b, c = (DATASETS.get("spoken_words")(2, s) for s in (0, 0, 1))
+    assert np.array_equal(a.y, b.y) and not np.array_equal(a.y, c.y)
+
+
+def test_split_is_stratified_and_disjoint():
+    y = np.repeat(np.arange(4), 10)
+    train, test = split_indices(y, 0.3, 0)
+    assert not set(train) & set(test) and len(train) + len(test) == 40
+    assert np.bincount(y[test]).tolist() == [3, 3, 3, 3]
+
+
+def make_folders(root, modality, classes=("cat", "dog"), n=3):
+    import av
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            if modality == "image":
+                Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+            elif modality == "audio":
+                sf.write(root / c / f"{i}.wav", rng.normal(0, 0.1, 16000).astype(np.float32), 16000)
+            elif modality == "depth":
+                np.save(root / c / f"{i}.npy", rng.uniform(0.5, 3, (30, 40)).astype(np.float32))
+            else:
+                with av.open(str(root / c / f"{i}.mp4"), "w") as out:
+                    stream = out.add_stream("mpeg4", rate=10)
+                    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+                    for _ in range(12):
+                        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "rgb24")
+                        out.mux(stream.encode(frame))
+                    out.mux(stream.encode())
+    return root
+
+
+@pytest.mark.parametrize("modality,shape", [("image", (64, 64)), ("audio", (110250,)), ("depth", (64, 64)),
+                                            ("video", (8, 64, 64))])
+def test_folder_dataset_reads_every_modality(tmp_path, modality, shape):
+    raw = read_folder(make_folders(tmp_path / modality, modality), modality)
+    assert raw.class_names == ("cat", "dog") and raw.x.shape == (6, *shape)
+    assert np.bincount(raw.y).tolist() == [3, 3]
+
+
+def test_folder_dataset_in_a_stream(tmp_path, ci_cfg):
+    root = make_folders(tmp_path / "imgs", "image", classes=("apple_pie", "boat", "cloud", "door"), n=4)
+    cfg = apply_overrides(ci_cfg, {"data.image": f"folder:{root}", "stream.modalities": "image"})
+    stream = build_stream(cfg)
+    assert stream.class_names == ("apple pie", "boat", "cloud", "door") and len(stream) == 2

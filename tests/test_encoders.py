@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+import torch
+
+from mmcl_lab.data import load_raw
+from mmcl_lab.encoders import create_encoder
+from mmcl_lab.registry import ENCODERS
+
+NEEDS_WEIGHTS = ("clip", "clap", "videomae")  # built from tiny configs below instead
+
+
+@pytest.mark.parametrize("name", [n for n in ENCODERS.names() if not n.startswith("text/")
+                                  and not n.endswith(NEEDS_WEIGHTS)])
+def test_modality_encoders_map_raw_batches_to_finite_tokens(name, cache_dir):
+    enc = create_encoder(name)
+    raw = load_raw({"image": "mnist", "video": "moving_digits", "audio": "spoken_words", "depth": "shapes"}[
+        enc.modality], enc.modality, 2, 0, str(cache_dir))
+    with torch.no_grad():
+        tokens = enc(enc.preprocess(raw.x[:3], raw.sample_rate))
+    assert tokens.ndim == 3 and tokens.shape[0] == 3 and tokens.shape[-1] == enc.dim
+    assert torch.isfinite(tokens).all()
+    assert enc.license and enc.source and enc.feature_space.startswith(enc.modality)
+    assert not any(p.requires_grad for p in enc.parameters())
+
+
+def test_pretrained_efficientnet_recognises_imagenet_content():
+    from skimage import data
+    enc = create_encoder("image/efficientnet_lite0")
+    img = torch.from_numpy(data.chelsea()).permute(2, 0, 1).float()[None] / 255  # a cat photo
+    x = torch.nn.functional.interpolate(img, size=(224, 224), mode="bilinear")
+    with torch.no_grad():
+        top5 = enc.net((x - 0.5) / 0.5).topk(5).indices[0].tolist()
+    assert set(top5) & set(range(281, 286)), top5  # ImageNet cat classes: the weights really loaded
+
+
+def test_minilm_text_anchor_is_semantic_and_offline():
+    enc = create_encoder("text/minilm")
+    emb = enc.encode(["a photo of a dog", "a photo of a puppy", "the sound of rain"])
+    assert emb.shape == (3, 384) and torch.allclose(emb.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.2
+
+
+def test_tiny_text_is_deterministic():
+    a = create_encoder("text/tiny").encode(["hello world", "other"])
+    b = create_encoder("text/tiny").encode(["hello world", "other"])
+    assert torch.equal(a, b) and not torch.allclose(a[0], a[1])
+
+
+def _save_tiny_clip(path):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8)
+    CLIPVisionModel(cfg).save_pretrained(path)
+
+
+def test_clip_backbone_from_a_local_directory(tmp_path, cache_dir):
+    _save_tiny_clip(tmp_path / "clip")
+    for modality, ds in (("image", "mnist"), ("depth", "shapes"), ("video", "moving_digits")):
+        enc = create_encoder(f"{modality}/clip@{tmp_path / 'clip'}")
+        raw = load_raw(ds, modality, 1, 0, str(cache_dir))
+        with torch.no_grad():
+            tokens = enc(enc.preprocess(raw.x[:2]))
+        expected_tokens = 8 if modality == "video" else 17  # frames, or 1 + (32/8)^2 patches
+        assert tokens.shape == (2, expected_tokens, 32) and torch.isfinite(tokens).all()
+
+
+def test_videomae_backbone_from_a_local_directory(tmp_path, cache_dir):
+    from transformers import VideoMAEConfig, VideoMAEModel
+    cfg = VideoMAEConfig(image_size=32, patch_size=8, num_frames=4, tubelet_size=2, hidden_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    VideoMAEModel(cfg).save_pretrained(tmp_path / "vmae")
+    enc = create_encoder(f"video/videomae@{tmp_path / 'vmae'}")
+    raw = load_raw("moving_digits", "video", 1, 0, str(cache_dir))
+    with torch.no_grad():
+        tokens = enc(enc.preprocess(raw.x[:2]))
+    assert tokens.shape == (2, 2 * 16, 32)
+
+
+def test_clap_backbone_from_a_local_directory(tmp_path, cache_dir):
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+    audio = ClapAudioConfig(depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16,
+                            hidden_size=32, window_size=4, spec_size=256, num_mel_bins=64)
+    text = ClapTextConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
+              ).save_pretrained(tmp_path / "clap")
+    ClapFeatureExtractor(feature_size=64, max_length_s=1).save_pretrained(tmp_path / "clap")
+    enc = create_encoder(f"audio/clap@{tmp_path / 'clap'}")
+    raw = load_raw("spoken_words", "audio", 1, 0, str(cache_dir))
+    with torch.no_grad():
+        tokens = enc(enc.preprocess(raw.x[:2], raw.sample_rate))
+    assert tokens.shape == (2, 1, 16) and torch.isfinite(tokens).all()
+
+
+def test_backbone_without_weights_says_how_to_give_them():
+    with pytest.raises(ValueError, match="needs weights: use 'image/clip@<local dir or hub id>'"):
+        create_encoder("image/clip")
+
+
+def test_feature_cache_hits_and_invalidates(cache_dir):
+    from mmcl_lab.cache import cached_features
+    enc = create_encoder("image/tiny")
+    raw = load_raw("mnist", "image", 3, 0, str(cache_dir))
+    a = cached_features(enc, raw, str(cache_dir), progress=False)
+    files = set((cache_dir / "features").glob("*.safetensors"))
+    b = cached_features(enc, raw, str(cache_dir), progress=False)
+    assert torch.equal(a, b) and set((cache_dir / "features").glob("*.safetensors")) == files
+    raw2 = load_raw("mnist", "image", 3, 1, str(cache_dir))  # other data -> other entry
+    cached_features(enc, raw2, str(cache_dir), progress=False)
+    assert len(set((cache_dir / "features").glob("*.safetensors")) - files) == 1
+    assert np.isfinite(a.numpy()).all()

@@ -14,7 +14,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import RawData, cache_root
-from .utils import atomic_write_bytes
+from .utils import atomic_write_bytes, barrier, dist_info
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -29,14 +29,23 @@ def data_fingerprint(raw: RawData) -> str:
 @torch.no_grad()
 def encode(encoder, raw: RawData, batch_size: int = 64, device: torch.device | str = "cpu",
            progress: bool = True) -> Tensor:
-    """Run the frozen encoder over all samples: (N, T, F) float32 on the CPU."""
+    """Run the frozen encoder over all samples: (N, T, F) float32 on the CPU. Under torchrun each process
+    encodes every world-th sample and the shards are gathered."""
     encoder = encoder.to(device)
+    rank, world = dist_info()
+    rows = np.arange(rank, len(raw), world)
     chunks = []
-    batches = range(0, len(raw), batch_size)
-    for start in tqdm(batches, desc=f"encode {raw.name}", disable=not progress, leave=False):
-        x = encoder.preprocess(raw.x[start:start + batch_size], raw.sample_rate).to(device)
+    batches = range(0, len(rows), batch_size)
+    for start in tqdm(batches, desc=f"encode {raw.name}", disable=not progress or rank > 0, leave=False):
+        x = encoder.preprocess(raw.x[rows[start:start + batch_size]], raw.sample_rate).to(device)
         chunks.append(encoder(x).float().cpu())
     tokens = torch.cat(chunks)
+    if world > 1:
+        shards = [None] * world
+        torch.distributed.all_gather_object(shards, tokens)  # in-memory exchange between our processes
+        tokens = torch.empty(len(raw), *tokens.shape[1:])
+        for r, shard in enumerate(shards):
+            tokens[r::world] = shard
     if not torch.isfinite(tokens).all():
         raise ValueError(f"encoder {encoder.cache_key()} produced NaN/inf features on {raw.name!r}")
     return tokens
@@ -48,11 +57,14 @@ def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int 
     key_src = json.dumps({"encoder": encoder.cache_key(), "data": data_fingerprint(raw)})
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     path = cache_root(cache_dir) / "features" / f"{raw.name}-{key}.safetensors"
+    barrier()  # every process sees the same cache state
     if path.exists():
         return _read(path, key_src, len(raw), encoder.dim)
     tokens = encode(encoder, raw, batch_size, device, progress)
-    # float16 on disk halves the cache; training reads float32 (the rounding is below feature noise).
-    atomic_write_bytes(path, save({"tokens": tokens.half().contiguous()}, metadata={"key": key_src}))
+    if dist_info()[0] == 0:
+        # float16 on disk halves the cache; training reads float32 (the rounding is below feature noise).
+        atomic_write_bytes(path, save({"tokens": tokens.half().contiguous()}, metadata={"key": key_src}))
+    barrier()
     tokens = tokens.half().float()  # the same values a cache hit returns: runs do not depend on hits
     return tokens
 

@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--out", default="runs/compare")
     p_cmp.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
+    from .utils import init_distributed
+    init_distributed()  # under torchrun: one process per device, data-parallel
     try:
         return _dispatch(args)
     except (ConfigError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
@@ -75,16 +77,18 @@ def _dispatch(args) -> int:
     from .run import resume, run_stream
     from .streams import build_stream
 
+    from .utils import dist_info
+    say = print if dist_info()[0] == 0 else (lambda *a, **k: None)
     if args.command == "run":
         cfg = load_config(args.preset, _overrides(args.overrides))
         _validate_names(cfg)
         stream = build_stream(cfg)
-        print(f"data + features ready in {stream.prep_seconds:.1f} s (cached after the first run)")
+        say(f"data + features ready in {stream.prep_seconds:.1f} s (cached after the first run)")
         start = time.perf_counter()
         run = run_stream(cfg, args.out, stream)
-        print(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
-        print(report(run.path))
-        print(f"run directory: {run.path}")
+        say(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
+        say(report(run.path))
+        say(f"run directory: {run.path}")
     elif args.command == "resume":
         run = resume(args.run_dir)
         print(report(run.path))

@@ -44,7 +44,7 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
                 streams[key] = build_stream(run_cfg)
             run_dir = out / label.replace(" ", "_") / f"seed_{seed}"
             run = run_stream(apply_overrides(run_cfg, {"out_dir": str(run_dir)}), run_dir, streams[key])
-            rows.append(summary(run.results()).assign(method=label, seed=seed))
+            rows.append(summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20))
     table = aggregate(pd.concat(rows, ignore_index=True))
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
     md = to_markdown(table)
@@ -54,9 +54,9 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
 
 def aggregate(per_run: pd.DataFrame) -> pd.DataFrame:
     """Mean and std over seeds of every metric per (method, setting, modality)."""
-    grouped = per_run.groupby(["method", "setting", "modality"], sort=False)[METRICS]
-    table = grouped.mean().join(grouped.std(ddof=0), rsuffix="_std").reset_index()
-    return table.assign(seeds=grouped.size().to_numpy())
+    grouped = per_run.groupby(["method", "setting", "modality"], sort=False)
+    table = grouped[METRICS].mean().join(grouped[METRICS].std(ddof=0), rsuffix="_std")
+    return table.assign(memory_MB=grouped.memory_MB.mean(), seeds=grouped.size()).reset_index()
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -67,6 +67,7 @@ def to_markdown(table: pd.DataFrame) -> str:
         cells = t[["method"]].copy()
         for m in METRICS:
             cells[m] = [f"{a:.3f} ± {s:.3f}" for a, s in zip(t[m], t[f"{m}_std"])]
+        cells["kept MB"] = t.memory_MB.round(2).to_numpy()
         parts += [f"### modality {setting} at test time (all tasks, mean ± std over {t.seeds.max()} seeds)",
                   "", cells.to_markdown(index=False), ""]
         per_mod = table[(table.setting == setting) & (table.modality != "all")]

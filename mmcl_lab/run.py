@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -19,8 +20,8 @@ from .methods import Method, check_assumptions, create_method
 from .model import build_model
 from .probe import capture
 from .streams import TaskStream, build_stream
-from .utils import (atomic_write_bytes, atomic_write_json, atomic_write_text, resolve_device,
-                    rng_state, seed_everything, set_rng_state)
+from .utils import (atomic_write_bytes, atomic_write_json, atomic_write_text, barrier, dist_info,
+                    main_process_first, resolve_device, rng_state, seed_everything, set_rng_state)
 
 RESULT_COLUMNS = ["step", "task", "modality", "setting", "metric", "value", "n"]
 
@@ -108,6 +109,18 @@ class Run:
     def probe_meta(self) -> dict:
         return json.loads((self.path / "probes" / "meta.json").read_text())
 
+    def memory_bytes(self) -> int:
+        """Bytes the method kept across tasks (features, statistics, snapshots) after its last step."""
+        path = self.path / "memory.json"
+        return json.loads(path.read_text())["bytes"] if path.exists() else 0
+
+
+def run_dir_for(cfg: RunConfig, root: str | Path = "runs") -> Path:
+    """A directory named after the method and a hash of the config: re-running the same config resumes
+    it, changing any field starts a new run instead of clashing with the old one."""
+    digest = hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:8]
+    return Path(root) / f"{cfg.method.name}-{digest}"
+
 
 def provenance(device: torch.device) -> dict:
     """Package versions, git revision, Python and device: what produced a run."""
@@ -130,7 +143,8 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
                stop_after: int | None = None) -> Run:
     """Train on every task in order, evaluating and probing after each; resumes a partial run in out_dir."""
     run_dir = Path(out_dir or cfg.out_dir)
-    run = Run(run_dir) if (run_dir / "config.yaml").exists() else Run.create(cfg, run_dir)
+    with main_process_first():
+        run = Run(run_dir) if (run_dir / "config.yaml").exists() else Run.create(cfg, run_dir)
     if (run_dir / "config.yaml").exists() and to_yaml(run.config()) != to_yaml(cfg):
         raise ValueError(f"{run_dir} holds a run with a different config; choose another out_dir")
     stream = stream if stream is not None else build_stream(cfg)
@@ -142,8 +156,10 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     method.setup(model, stream)
     done = run.latest_step()
     results = run.results()
+    if done is None and dist_info()[0] == 0:
+        atomic_write_json(run.path / "provenance.json", {**provenance(device), "prep_seconds": stream.prep_seconds,
+                                                         "world_size": dist_info()[1]})
     if done is None:
-        atomic_write_json(run.path / "provenance.json", {**provenance(device), "prep_seconds": stream.prep_seconds})
         results = _record(run, results, model, method, stream, -1, device)
         start = 0
     else:
@@ -157,13 +173,31 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
         method.fit_task(model, task, cfg.train, cfg.seed, device)
         method.after_task(model, task)
         results = _record(run, results, model, method, stream, task.id, device)
-        run.save_checkpoint(task.id, model, method)
+        if dist_info()[0] == 0:
+            run.save_checkpoint(task.id, model, method)
+            atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
+        barrier()
+    _check_replicas(model)
     return run
+
+
+def _check_replicas(model) -> None:
+    """Under torchrun, every process must end with the same weights; fail loudly if they diverged."""
+    rank, world = dist_info()
+    if world == 1:
+        return
+    checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
+    sums = [torch.zeros(1) for _ in range(world)]
+    torch.distributed.all_gather(sums, checksum.cpu())
+    if len({round(s.item(), 6) for s in sums}) != 1:
+        raise RuntimeError(f"data-parallel replicas diverged: parameter sums {[s.item() for s in sums]}")
 
 
 def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device) -> pd.DataFrame:
     rows = pd.DataFrame(evaluate(model, method, stream, step, device), columns=RESULT_COLUMNS)
     results = pd.concat([results[results.step != step], rows], ignore_index=True) if len(results) else rows
+    if dist_info()[0] != 0:  # replicas hold the same model; only the first process writes
+        return results
     run.write_results(results)
     tensors, meta = capture(model, method, stream, device)
     run.save_probe(step, tensors)

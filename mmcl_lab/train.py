@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .streams import Batch, Task
+from .utils import autocast, dist_info
 
 
 class TrainingDiverged(RuntimeError):
@@ -29,13 +30,33 @@ def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Genera
                     pool.space, pool.modality)
 
 
+def shard(batch: Batch, rank: int, world: int) -> Batch:
+    """This process's share of a batch under data parallelism (the whole batch when it is too small)."""
+    if world == 1 or len(batch.y) < world:
+        return batch
+    return Batch(batch.x[rank::world], batch.y[rank::world], batch.space, batch.modality)
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce gradients so every process takes the same step (the DDP step, by hand: methods call
+    model.embed rather than forward, which DistributedDataParallel's hooks would need)."""
+    if world == 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
+
+
 def n_batches(pools: list[Batch], batch_size: int) -> int:
     """Mini-batches per epoch over pools."""
     return sum(-(-len(p.y) // batch_size) for p in pools)
 
 
 def train_task(model, method, task: Task, cfg: TrainConfig, seed: int, device: torch.device) -> None:
-    """Optimise method.parameters() on task for cfg.epochs epochs with AdamW."""
+    """Optimise method.parameters() on task for cfg.epochs epochs with AdamW (data-parallel under torchrun,
+    mixed precision on CUDA)."""
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.parameters(model, task)]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
               for g in groups]
@@ -49,16 +70,21 @@ def train_task(model, method, task: Task, cfg: TrainConfig, seed: int, device: t
     # Batch order comes from its own generator (seed, task): resuming reproduces it exactly.
     generator = torch.Generator().manual_seed(seed * 100_003 + task.id)
     total = cfg.epochs * n_batches(pools, cfg.batch_size)
+    rank, world = dist_info()
+    params = [p for g in groups for p in g["params"]]
     model.train()
-    with tqdm(total=total, desc=f"task {task.id} {task.modality}", disable=not cfg.progress, leave=False) as bar:
+    with tqdm(total=total, desc=f"task {task.id} {task.modality}", disable=not cfg.progress or rank > 0,
+              leave=False) as bar:
         for epoch in range(cfg.epochs):
             for batch in iterate_batches(pools, cfg.batch_size, generator, device):
-                loss, logs = method.loss(model, batch, task)
+                with autocast(device):
+                    loss, logs = method.loss(model, shard(batch, rank, world), task)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"task {task.id} ({task.modality}), epoch {epoch}: loss is "
                                            f"{loss.item()} ({logs}); lower train.lr or check the features")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients(params, world)
                 method.after_backward(model)
                 opt.step()
                 bar.update()

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import tempfile
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,10 @@ def _tuples(obj: Any) -> Any:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then MPS, then CPU; anything else is passed to torch.device."""
+    """'auto' picks CUDA (this process's GPU under torchrun), then MPS, then CPU; else torch.device(name)."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -94,3 +95,48 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ---- data parallelism (torchrun) -------------------------------------------------------------------------
+
+
+def init_distributed() -> None:
+    """Join the process group when started by torchrun (gloo on CPU, nccl on CUDA); no-op otherwise."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without a process group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every process (no-op without a process group)."""
+    if dist_info()[1] > 1:
+        torch.distributed.barrier()
+
+
+@contextmanager
+def main_process_first():
+    """Rank 0 runs the block first (e.g. generates and caches data); the others run it after, from the cache."""
+    rank, world = dist_info()
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()
+    yield
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
+
+
+def autocast(device: torch.device):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); full precision elsewhere."""
+    if device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)

@@ -22,10 +22,10 @@ def reference(ci_cfg, ci_stream, tmp_path_factory):
     return runs
 
 
-# ci: 8 tasks of ~55 samples, batch 32, 2 epochs -> 4 optimiser steps per task; each finished step writes
+# ci: tasks of ~105 samples, batch 32, 8 epochs -> 32 optimiser steps per task; each finished step writes
 # results.csv, a probe file and three checkpoint files (5 atomic writes), after config/provenance/step -1.
-KILL_POINTS = [("finetune", "train:3"), ("finetune", "train:14"), ("finetune", "save:9"),
-               ("finetune", "save:12"), ("comm", "train:10"), ("comm", "save:16")]
+KILL_POINTS = [("finetune", "train:5"), ("finetune", "train:70"), ("finetune", "save:9"),
+               ("finetune", "save:12"), ("comm", "train:40"), ("comm", "save:16")]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..registry import DATASETS
-from ..utils import atomic_write_bytes
+from ..utils import atomic_write_bytes, main_process_first
 
 LAYOUT_NDIM = {"image": 3, "video": 4, "audio": 2, "depth": 3}
 
@@ -88,11 +88,12 @@ def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: s
         raise ValueError(f"dataset {spec!r} is {make.modality} data, but was configured for {modality}")
     key = hashlib.sha256(json.dumps([spec, make.version, n_per_class, seed]).encode()).hexdigest()[:16]
     path = cache_root(cache_dir) / "raw" / f"{spec}-{key}.npz"
-    if path.exists():
-        return _read_npz(path, spec, modality)
-    raw = make(n_per_class=n_per_class, seed=seed)
-    _write_npz(path, raw)
-    return raw
+    with main_process_first():  # under torchrun, every process reads what rank 0 generated
+        if path.exists():
+            return _read_npz(path, spec, modality)
+        raw = make(n_per_class=n_per_class, seed=seed)
+        _write_npz(path, raw)
+        return raw
 
 
 def _write_npz(path: Path, raw: RawData) -> None:

@@ -42,8 +42,10 @@ class Encoder(nn.Module):
 
     def cache_key(self) -> str:
         """Identity of this encoder's outputs, used by the feature cache."""
-        # The preprocessing code is part of the key: editing it invalidates cached features.
-        code = inspect.getsource(type(self).preprocess) + inspect.getsource(type(self).forward)
+        # The encoder's code (its module and the shared helpers here) is part of the key: editing the
+        # preprocessing invalidates cached features.
+        code = inspect.getsource(inspect.getmodule(type(self))) + inspect.getsource(log_mel) + inspect.getsource(
+            depth_to_image)
         digest = hashlib.sha256(code.encode()).hexdigest()[:10]
         return f"{self.feature_space}|{self.modality}|{type(self).__name__}|v{self.version}|{digest}"
 

@@ -31,8 +31,10 @@ class TinyEncoder(Encoder):
         return self.net(x).flatten(2).transpose(1, 2)
 
 
-def _resize(x: Tensor) -> Tensor:  # (B, H, W) -> (B, 1, 32, 32)
-    return F.interpolate(x[:, None], size=(32, 32), mode="bilinear", align_corners=False)
+def _resize(x: Tensor) -> Tensor:  # (B, H, W) -> (B, 1, 32, 32), standardised per sample
+    # Standardising keeps a random net's responses about the signal, not about its mean brightness.
+    x = F.interpolate(x[:, None], size=(32, 32), mode="bilinear", align_corners=False)
+    return (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True).clamp_min(1e-6)
 
 
 @register_encoder("image/tiny")

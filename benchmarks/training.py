@@ -1,0 +1,141 @@
+"""Training speed and memory per method, scaling with tasks and classes, probe/UMAP cost, loop overhead.
+
+    python benchmarks/training.py
+
+Uses the default preset's cached features (run `mmcl-lab run --preset default` once first). Prints tables,
+writes benchmarks/out/training_*.csv and an HTML plot of the scaling curves.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mmcl_lab.config import apply_overrides, load_config
+from mmcl_lab.methods import create_method
+from mmcl_lab.model import build_model
+from mmcl_lab.registry import METHODS
+from mmcl_lab.run import run_stream
+from mmcl_lab.streams import build_stream
+from mmcl_lab.train import n_batches
+
+OUT = Path(__file__).with_name("out")
+DEVICE = torch.device("cpu")
+
+
+def per_method(cfg, stream) -> pd.DataFrame:
+    """Steps/s over a whole stream, peak traced memory, and bytes the method keeps across tasks."""
+    rows = []
+    for name in METHODS.names():
+        torch.manual_seed(0)
+        model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": name}).method)
+        method.setup(model, stream)
+        steps = sum(cfg.train.epochs * n_batches(method.training_batches(t), cfg.train.batch_size) for t in stream)
+        tracemalloc.start()
+        start = time.perf_counter()
+        for task in stream:
+            method.before_task(model, task)
+            method.fit_task(model, task, cfg.train, cfg.seed, DEVICE)
+            method.after_task(model, task)
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append(dict(method=name, seconds=round(seconds, 2), steps=steps if method.trains else 0,
+                         steps_per_s=round(steps / seconds, 1) if method.trains else 0,
+                         peak_python_MB=round(peak / 2**20, 1), kept_state_MB=round(method.memory_bytes() / 2**20, 2)))
+    return pd.DataFrame(rows)
+
+
+def plain_loop_ratio(cfg, stream) -> pd.DataFrame:
+    """Our loop (finetune) vs a hand-written PyTorch loop doing the same forward/backward/step."""
+    task = stream[0]
+    torch.manual_seed(0)
+    model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": "finetune"}).method)
+    method.setup(model, stream)
+    start = time.perf_counter()
+    method.fit_task(model, task, cfg.train, 0, DEVICE)
+    ours = time.perf_counter() - start
+    torch.manual_seed(0)
+    model = build_model(stream, cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    classes = torch.tensor(task.classes)
+    target = torch.searchsorted(classes, task.train_y)
+    start = time.perf_counter()
+    for _ in range(cfg.train.epochs):
+        perm = torch.randperm(len(target))
+        for i in range(0, len(perm), cfg.train.batch_size):
+            idx = perm[i:i + cfg.train.batch_size]
+            logits = model.logits(model.embed(task.train_x[idx], task.feature_space), classes)
+            loss = torch.nn.functional.cross_entropy(logits, target[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    plain = time.perf_counter() - start
+    return pd.DataFrame([dict(task=task.name[:30], mmcl_lab_s=round(ours, 3), plain_pytorch_s=round(plain, 3),
+                              ratio=round(ours / plain, 2))])
+
+
+def scaling(cfg) -> pd.DataFrame:
+    """Wall time of a full run (finetune, comm, er) as the number of tasks and of classes grows."""
+    rows = []
+    variants = [("tasks", k, {"stream.tasks_per_modality": k, "stream.modalities": "image,audio,depth,video"})
+                for k in (1, 2, 4)]
+    variants += [("classes per modality", n, {"stream.modalities": "image,audio", "stream.tasks_per_modality": 2,
+                                              "data.n_per_class": n}) for n in (50, 150, 300)]
+    for axis, size, ov in variants:
+        c = apply_overrides(cfg, {**ov, "train.progress": False})
+        stream = build_stream(c)
+        for name in ("finetune", "er", "comm"):
+            start = time.perf_counter()
+            run_stream(apply_overrides(c, {"method.name": name}), tempfile.mkdtemp(), stream)
+            rows.append(dict(axis=axis, size=size, tasks=len(stream), classes=len(stream.class_names),
+                             samples=sum(len(t.train_y) for t in stream), method=name,
+                             seconds=round(time.perf_counter() - start, 2)))
+    return pd.DataFrame(rows)
+
+
+def probe_cost(cfg, stream) -> pd.DataFrame:
+    """Per step: capturing the probe set; and the one-off 2-D projection over all steps (PCA vs UMAP)."""
+    from mmcl_lab import viz
+    from mmcl_lab.probe import capture
+
+    run = run_stream(apply_overrides(cfg, {"method.name": "comm"}), tempfile.mkdtemp(), stream)
+    torch.manual_seed(0)
+    model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": "comm"}).method)
+    method.setup(model, stream)
+    start = time.perf_counter()
+    capture(model, method, stream, DEVICE)
+    per_step = time.perf_counter() - start
+    rows = [dict(what="probe capture per step", points=sum(len(t.probe) for t in stream), seconds=round(per_step, 3))]
+    for proj in ("pca", "umap"):
+        start = time.perf_counter()
+        coords = viz.project(run, "known", proj)
+        rows.append(dict(what=f"{proj} fit over all steps", points=sum(len(v) for v in coords.values()),
+                         seconds=round(time.perf_counter() - start, 2)))
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    cfg = load_config("default", {"train.progress": False, "train.device": "cpu"})
+    stream = build_stream(cfg)
+    OUT.mkdir(exist_ok=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {len(stream)} tasks, "
+          f"{sum(len(t.train_y) for t in stream)} training samples, {cfg.train.epochs} epochs")
+    tables = {"per_method": per_method(cfg, stream), "loop_overhead": plain_loop_ratio(cfg, stream),
+              "scaling": scaling(cfg), "probe_cost": probe_cost(cfg, stream)}
+    for name, table in tables.items():
+        table.to_csv(OUT / f"training_{name}.csv", index=False)
+        print(f"\n## {name}\n\n{table.to_markdown(index=False)}")
+    import plotly.express as px
+    fig = px.line(tables["scaling"], x="samples", y="seconds", color="method", facet_col="axis", markers=True,
+                  title="Run time vs stream size (2 CPU cores)")
+    fig.write_html(OUT / "training_scaling.html", include_plotlyjs="cdn")
+
+
+if __name__ == "__main__":
+    main()

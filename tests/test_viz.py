@@ -1,0 +1,42 @@
+import plotly.graph_objects as go
+import pytest
+
+from mmcl_lab import viz
+from mmcl_lab.config import apply_overrides
+from mmcl_lab.run import run_stream
+
+
+@pytest.fixture(scope="module")
+def comm_run(ci_cfg, ci_stream, tmp_path_factory):
+    return run_stream(apply_overrides(ci_cfg, {"method.name": "comm"}), tmp_path_factory.mktemp("viz"), ci_stream)
+
+
+def test_static_figures_build_from_the_run_directory(comm_run, ci_stream):
+    for fig in (viz.accuracy_heatmap(comm_run, "known"), viz.accuracy_heatmap(comm_run, "agnostic"),
+                viz.drift_curves(comm_run), viz.modality_gap_plot(comm_run), viz.bias_panel(comm_run),
+                viz.realignment_plot(comm_run)):
+        assert isinstance(fig, go.Figure) and fig.data
+    drift = viz.drift_explorer(comm_run, interactive=False)
+    assert len(drift.frames) == len(ci_stream) + 1  # one frame per step, step -1 included
+    hover = drift.frames[0].data[0].customdata[0]
+    assert hover[1].split(":")[0] in {"image", "audio", "depth", "video"}  # sample ids on hover
+    html = drift.to_html(include_plotlyjs=False)
+    assert "after step" in html
+
+
+def test_projection_is_one_fit_over_all_steps_and_cached(comm_run):
+    a = viz.project(comm_run, "known", "pca")
+    files = list((comm_run.path / "probes").glob("projection_known_pca_*.npy"))
+    b = viz.project(comm_run, "known", "pca")
+    assert len(files) == 1 and all((a[s] == b[s]).all() for s in a)
+    assert sorted(a) == sorted(comm_run.probes())
+
+
+def test_interactive_explorer_has_slider_and_colour_menu(comm_run):
+    box = viz.drift_explorer(comm_run, method="pca", interactive=True)
+    controls = box.children[0].children
+    assert controls[0].description == "after step" and controls[1].options == ("modality", "class", "task")
+    figure = box.children[1]
+    n_before = len(figure.data)
+    controls[1].value = "class"  # recolour: one trace per class instead of per modality
+    assert len(figure.data) > n_before

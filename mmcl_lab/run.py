@@ -124,18 +124,22 @@ def run_dir_for(cfg: RunConfig, root: str | Path = "runs") -> Path:
 
 def provenance(device: torch.device) -> dict:
     """Package versions, git revision, Python and device: what produced a run."""
-    import numpy
-    import transformers
+    from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         rev = None
-    return {"mmcl_lab": __version__, "git_revision": rev, "python": platform.python_version(),
-            "platform": platform.platform(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "transformers": transformers.__version__, "device": str(device),
+    packages = ("mmcl_lab", "torch", "torchaudio", "numpy", "transformers", "safetensors")
+    return {"git_revision": rev, "python": platform.python_version(), "platform": platform.platform(),
+            "packages": {name: installed(name) for name in packages}, "device": str(device),
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
@@ -154,12 +158,12 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     method = create_method(cfg.method)
     check_assumptions(method, stream)
     method.setup(model, stream)
-    done = run.latest_step()
-    results = run.results()
-    if done is None and dist_info()[0] == 0:
-        atomic_write_json(run.path / "provenance.json", {**provenance(device), "prep_seconds": stream.prep_seconds,
-                                                         "world_size": dist_info()[1]})
+    done, results = run.latest_step(), run.results()
+    rank, world = dist_info()
     if done is None:
+        if rank == 0:
+            atomic_write_json(run.path / "provenance.json",
+                              {**provenance(device), "prep_seconds": stream.prep_seconds, "world_size": world})
         results = _record(run, results, model, method, stream, -1, device)
         start = 0
     else:
@@ -173,7 +177,7 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
         method.fit_task(model, task, cfg.train, cfg.seed, device)
         method.after_task(model, task)
         results = _record(run, results, model, method, stream, task.id, device)
-        if dist_info()[0] == 0:
+        if rank == 0:
             run.save_checkpoint(task.id, model, method)
             atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
@@ -186,9 +190,10 @@ def _check_replicas(model) -> None:
     rank, world = dist_info()
     if world == 1:
         return
-    checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))])
-    sums = [torch.zeros(1) for _ in range(world)]
-    torch.distributed.all_gather(sums, checksum.cpu())
+    device = model.class_text.device  # nccl gathers CUDA tensors, gloo CPU ones
+    checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))], device=device)
+    sums = [torch.zeros(1, device=device) for _ in range(world)]
+    torch.distributed.all_gather(sums, checksum)
     if len({round(s.item(), 6) for s in sums}) != 1:
         raise RuntimeError(f"data-parallel replicas diverged: parameter sums {[s.item() for s in sums]}")
 

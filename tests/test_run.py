@@ -19,7 +19,8 @@ def test_ci_run_writes_a_complete_run_directory(ci_cfg, ci_stream, tmp_path):
     for name in ("config.yaml", "provenance.json", "probes/meta.json"):
         assert (run.path / name).exists()
     prov = json.loads((run.path / "provenance.json").read_text())
-    assert {"torch", "git_revision", "device", "prep_seconds"} <= set(prov)
+    assert {"packages", "git_revision", "device", "prep_seconds"} <= set(prov)
+    assert prov["packages"]["torch"] and prov["packages"]["mmcl_lab"]
     assert sorted(run.probes()) == list(range(-1, n))
 
 

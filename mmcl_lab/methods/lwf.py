@@ -34,15 +34,19 @@ class LwF(Method):
     def before_task(self, model, task):
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False) if task.id > 0 else None
 
+    def distill_classes(self, task) -> list[int] | None:
+        """The class texts whose similarity distribution is distilled: the old classes."""
+        return self.stream.seen_classes(task.id - 1)
+
     def loss(self, model, batch, task):
         z = self.embed(model, batch.x, batch.space, batch.modality)
         loss = cross_entropy(model, z, batch.y, list(task.classes))
         logs = {"ce": loss.item()}
         if self.teacher is not None:
-            old = self.stream.seen_classes(task.id - 1)
+            classes = self.distill_classes(task)
             with torch.no_grad():
-                target = self.teacher.logits(self.teacher.embed(batch.x, batch.space), old)
-            kd = distill(model.logits(z, old), target, self.cfg.temperature)
+                target = self.teacher.logits(self.teacher.embed(batch.x, batch.space), classes)
+            kd = distill(model.logits(z, classes), target, self.cfg.temperature)
             loss = loss + self.cfg.alpha * kd
             logs["distill"] = kd.item()
         return loss, logs

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
 
-from .base import Method, cross_entropy, register_method
-from .lwf import distill
+from .base import register_method
+from .lwf import LwF
 
 
 @dataclass(frozen=True)
@@ -19,7 +18,7 @@ class ZSCLConfig:
 
 
 @register_method("zscl")
-class ZSCL(Method):
+class ZSCL(LwF):
     """Zheng et al., "Preventing Zero-Shot Transfer Degradation in Continual Learning of Vision-Language
     Models", ICCV 2023. Distil the previous model's similarity distribution over a reference vocabulary --
     here every class text of the stream, seen or not, from every modality -- and keep a running average
@@ -27,20 +26,8 @@ class ZSCL(Method):
 
     Config = ZSCLConfig
 
-    def before_task(self, model, task):
-        self.teacher = copy.deepcopy(model).eval().requires_grad_(False) if task.id > 0 else None
-
-    def loss(self, model, batch, task):
-        z = self.embed(model, batch.x, batch.space, batch.modality)
-        loss = cross_entropy(model, z, batch.y, list(task.classes))
-        logs = {"ce": loss.item()}
-        if self.teacher is not None:
-            with torch.no_grad():
-                target = self.teacher.logits(self.teacher.embed(batch.x, batch.space))  # all class texts
-            kd = distill(model.logits(z), target, self.cfg.temperature)
-            loss = loss + self.cfg.alpha * kd
-            logs["distill"] = kd.item()
-        return loss, logs
+    def distill_classes(self, task) -> None:
+        return None  # all class texts: the reference vocabulary
 
     def after_task(self, model, task):
         if self.cfg.ensemble and self.teacher is not None:

@@ -1,6 +1,6 @@
 """Training speed and memory per method, scaling with tasks and classes, probe/UMAP cost, loop overhead.
 
-    python benchmarks/training.py
+    python benchmarks/training.py [per_method] [loop_overhead] [scaling] [probe_cost]
 
 Uses the default preset's cached features (run `mmcl-lab run --preset default` once first). Prints tables,
 writes benchmarks/out/training_*.csv and an HTML plot of the scaling curves.
@@ -8,9 +8,11 @@ writes benchmarks/out/training_*.csv and an HTML plot of the scaling curves.
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
+import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 
 import pandas as pd
@@ -28,27 +30,42 @@ OUT = Path(__file__).with_name("out")
 DEVICE = torch.device("cpu")
 
 
-def per_method(cfg, stream) -> pd.DataFrame:
-    """Steps/s over a whole stream, peak traced memory, and bytes the method keeps across tasks."""
-    rows = []
-    for name in METHODS.names():
-        torch.manual_seed(0)
-        model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": name}).method)
-        method.setup(model, stream)
-        steps = sum(cfg.train.epochs * n_batches(method.training_batches(t), cfg.train.batch_size) for t in stream)
-        tracemalloc.start()
-        start = time.perf_counter()
-        for task in stream:
-            method.before_task(model, task)
-            method.fit_task(model, task, cfg.train, cfg.seed, DEVICE)
-            method.after_task(model, task)
-        seconds = time.perf_counter() - start
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        rows.append(dict(method=name, seconds=round(seconds, 2), steps=steps if method.trains else 0,
-                         steps_per_s=round(steps / seconds, 1) if method.trains else 0,
-                         peak_python_MB=round(peak / 2**20, 1), kept_state_MB=round(method.memory_bytes() / 2**20, 2)))
-    return pd.DataFrame(rows)
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MB."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+    return int(line.split()[1]) / 1024
+
+
+def _one_method(name: str) -> dict:
+    """Train one method over the default stream in this (fresh) process; report time and peak memory."""
+    cfg = load_config("default", {"train.progress": False, "train.device": "cpu", "method.name": name})
+    stream = build_stream(cfg, progress=False)
+    stream.raw.clear()  # raw signals are not needed for training on cached features
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak-RSS mark to the current RSS
+    before = _status_mb("VmHWM")
+    torch.manual_seed(0)
+    model, method = build_model(stream, cfg.model), create_method(cfg.method)
+    method.setup(model, stream)
+    steps = sum(cfg.train.epochs * n_batches(method.training_batches(t), cfg.train.batch_size) for t in stream)
+    start = time.perf_counter()
+    for task in stream:
+        method.before_task(model, task)
+        method.fit_task(model, task, cfg.train, cfg.seed, DEVICE)
+        method.after_task(model, task)
+    seconds = time.perf_counter() - start
+    peak = _status_mb("VmHWM")
+    return dict(method=name, seconds=round(seconds, 2), steps=steps if method.trains else 0,
+                steps_per_s=round(steps / seconds, 1) if method.trains and seconds else 0,
+                rss_before_MB=round(before), peak_rss_MB=round(peak), training_peak_MB=round(peak - before),
+                kept_state_MB=round(method.memory_bytes() / 2**20, 2))
+
+
+def per_method() -> pd.DataFrame:
+    """Each method in its own process, so that peak resident memory is its own."""
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1, maxtasksperchild=1) as pool:
+        return pd.DataFrame(pool.map(_one_method, METHODS.names(), chunksize=1))
 
 
 def plain_loop_ratio(cfg, stream) -> pd.DataFrame:
@@ -81,12 +98,13 @@ def plain_loop_ratio(cfg, stream) -> pd.DataFrame:
 
 
 def scaling(cfg) -> pd.DataFrame:
-    """Wall time of a full run (finetune, comm, er) as the number of tasks and of classes grows."""
+    """Wall time of a full run (finetune, er, comm) as tasks, classes and samples grow."""
     rows = []
-    variants = [("tasks", k, {"stream.tasks_per_modality": k, "stream.modalities": "image,audio,depth,video"})
-                for k in (1, 2, 4)]
-    variants += [("classes per modality", n, {"stream.modalities": "image,audio", "stream.tasks_per_modality": 2,
-                                              "data.n_per_class": n}) for n in (50, 150, 300)]
+    variants = [("tasks", k, {"stream.tasks_per_modality": k}) for k in (1, 2, 4)]  # same data, more tasks
+    variants += [("classes", n, {"stream.modalities": mods}) for n, mods in  # more modalities, more classes
+                 ((10, "image"), (20, "image,audio"), (36, "image,audio,depth,video"))]
+    variants += [("samples per class", n, {"stream.modalities": "image,audio", "data.n_per_class": n})
+                 for n in (50, 150, 300)]
     for axis, size, ov in variants:
         c = apply_overrides(cfg, {**ov, "train.progress": False})
         stream = build_stream(c)
@@ -126,14 +144,19 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; {len(stream)} tasks, "
           f"{sum(len(t.train_y) for t in stream)} training samples, {cfg.train.epochs} epochs")
-    tables = {"per_method": per_method(cfg, stream), "loop_overhead": plain_loop_ratio(cfg, stream),
-              "scaling": scaling(cfg), "probe_cost": probe_cost(cfg, stream)}
+    sections = {"per_method": per_method, "loop_overhead": lambda: plain_loop_ratio(cfg, stream),
+                "scaling": lambda: scaling(cfg), "probe_cost": lambda: probe_cost(cfg, stream)}
+    chosen = sys.argv[1:] or list(sections)  # e.g. `python benchmarks/training.py per_method`
+    tables = {name: sections[name]() for name in chosen}
     for name, table in tables.items():
         table.to_csv(OUT / f"training_{name}.csv", index=False)
         print(f"\n## {name}\n\n{table.to_markdown(index=False)}")
+    if "scaling" not in tables:
+        return
     import plotly.express as px
-    fig = px.line(tables["scaling"], x="samples", y="seconds", color="method", facet_col="axis", markers=True,
-                  title="Run time vs stream size (2 CPU cores)")
+    fig = px.line(tables["scaling"], x="size", y="seconds", color="method", facet_col="axis", markers=True,
+                  title="Run time of a whole stream vs its size (2 CPU cores)")
+    fig.update_xaxes(matches=None)
     fig.write_html(OUT / "training_scaling.html", include_plotlyjs="cdn")
 
 

@@ -90,10 +90,12 @@ def _scatter(df: pd.DataFrame, color: str) -> list[go.Scattergl]:
 
 
 def _trajectories(df: pd.DataFrame, upto: int) -> list[go.Scatter]:
-    """Modality centroids over steps -1..upto, as lines ending in a star."""
+    """Each modality's centroid over steps -1..upto: a line of stars in the modality's colour."""
+    colour = {m: PALETTE[i % 10] for i, m in enumerate(dict.fromkeys(df.modality))}
     cent = df[df.step <= upto].groupby(["modality", "step"], sort=False)[["x", "y"]].mean().reset_index()
     return [go.Scatter(x=p.x, y=p.y, mode="lines+markers", name=f"{m} centroid", showlegend=False,
-                       line=dict(color="black", width=1), marker=dict(symbol="star", size=9, color="black"),
+                       line=dict(color=colour[m], width=1.5),
+                       marker=dict(symbol="star", size=10, color=colour[m], line=dict(color="black", width=1)),
                        hovertext=[f"{m} centroid after step {s}" for s in p.step], hoverinfo="text")
             for m, p in cent.groupby("modality", sort=False)]
 
@@ -103,11 +105,11 @@ def drift_figure(run: Run, kind: str = "known", color: str = "modality", method:
     df = _probe_frame(run, project(run, kind, method))
     steps = sorted(df.step.unique())
     frames = [go.Frame(name=str(s), data=_scatter(df[df.step == s], color) + _trajectories(df, s)) for s in steps]
-    fig = go.Figure(data=frames[0].data, frames=frames)
+    fig = go.Figure(data=frames[-1].data, frames=frames)  # opens on the last step
     fig.update_layout(
         title=f"Probe embeddings ({kind}), coloured by {color}: one projection fitted over all steps",
         height=560, xaxis=dict(range=_span(df.x)), yaxis=dict(range=_span(df.y)),
-        sliders=[dict(currentvalue=dict(prefix="after step "), steps=[
+        sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="after step "), steps=[
             dict(label=str(s), method="animate", args=[[str(s)], dict(mode="immediate", frame=dict(duration=0))])
             for s in steps])],
         updatemenus=[dict(type="buttons", x=0, y=-0.12, buttons=[dict(label="play", method="animate", args=[None])])])

@@ -62,7 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--ablation", action="store_true", help="also run COMM with each component off")
     p_cmp.add_argument("--out", default="runs/compare")
     p_cmp.add_argument("overrides", nargs="*")
-    args = parser.parse_args(argv)
+    # Overrides may come before or after options: argparse leaves those after an option as extras.
+    args, extra = parser.parse_known_args(argv)
+    stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     from .utils import init_distributed
     init_distributed()  # under torchrun: one process per device, data-parallel
     try:

@@ -44,7 +44,8 @@ def test_interrupted_then_resumed_equals_uninterrupted(ci_cfg, ci_stream, tmp_pa
 
 def test_cli_run_and_report(ci_cfg, tmp_path, capsys):
     out = tmp_path / "cli"
-    assert main(["run", "--preset", "ci", "--out", str(out), f"data.cache_dir={ci_cfg.data.cache_dir}"]) == 0
+    assert main(["run", "--preset", "ci", "method.name=finetune", "--out", str(out),
+                 f"data.cache_dir={ci_cfg.data.cache_dir}"]) == 0  # overrides on both sides of an option
     text = capsys.readouterr().out
     assert "accuracy R[step, task]" in text and "avg_acc" in text
     assert (out / "results.csv").exists()

@@ -100,19 +100,7 @@ def build_stream(cfg: RunConfig, progress: bool | None = None) -> TaskStream:
     """Load data, encode it once (cached), cut classes into tasks and embed class names as text."""
     progress = cfg.train.progress if progress is None else progress
     start = time.perf_counter()
-    per_modality = {}
-    for m in cfg.stream.modalities:
-        raw = load_raw(getattr(cfg.data, m), m, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
-        encoder = create_encoder(getattr(cfg.encoders, m))
-        if encoder.modality != m:
-            raise ValueError(f"encoders.{m}={getattr(cfg.encoders, m)!r} encodes {encoder.modality}, not {m}")
-        tokens = cached_features(encoder, raw, cfg.data.cache_dir, cfg.encoders.batch_size, progress=progress)
-        k = cfg.stream.tasks_per_modality
-        if k > len(raw.class_names):
-            raise ValueError(f"stream.tasks_per_modality={k} but {m} data has only "
-                             f"{len(raw.class_names)} classes")
-        chunks = np.array_split(np.arange(len(raw.class_names)), k)
-        per_modality[m] = (raw, tokens, encoder.feature_space, chunks)
+    per_modality = {m: _load_modality(cfg, m, progress) for m in cfg.stream.modalities}
     plan = [(m, k) for m in cfg.stream.modalities for k in range(cfg.stream.tasks_per_modality)]
     tasks, names, mods = [], [], []
     for tid, (m, k) in enumerate(_task_order(plan, cfg.stream.order, cfg.seed)):
@@ -137,15 +125,28 @@ def build_stream(cfg: RunConfig, progress: bool | None = None) -> TaskStream:
                       raws, time.perf_counter() - start)
 
 
+def _load_modality(cfg: RunConfig, m: str, progress: bool) -> tuple[RawData, Tensor, str, list[np.ndarray]]:
+    """Raw data, cached features, feature space and the class chunks (one per task) of modality m."""
+    raw = load_raw(getattr(cfg.data, m), m, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
+    encoder = create_encoder(getattr(cfg.encoders, m))
+    if encoder.modality != m:
+        raise ValueError(f"encoders.{m}={getattr(cfg.encoders, m)!r} encodes {encoder.modality}, not {m}")
+    tokens = cached_features(encoder, raw, cfg.data.cache_dir, cfg.encoders.batch_size, progress=progress)
+    k = cfg.stream.tasks_per_modality
+    if k > len(raw.class_names):
+        raise ValueError(f"stream.tasks_per_modality={k} but {m} data has only {len(raw.class_names)} classes")
+    return raw, tokens, encoder.feature_space, np.array_split(np.arange(len(raw.class_names)), k)
+
+
 def _make_task(tid: int, modality: str, space: str, raw: RawData, tokens: Tensor, local: np.ndarray,
                global_ids: tuple[int, ...], cfg: RunConfig) -> Task:
     rows = np.flatnonzero(np.isin(raw.y, local))
     train_rel, test_rel = split_indices(raw.y[rows], cfg.data.test_fraction, cfg.data.seed)
     train_idx, test_idx = rows[train_rel], rows[test_rel]
-    to_global = {int(c): g for c, g in zip(local, global_ids)}
-    relabel = lambda idx: torch.tensor([to_global[int(c)] for c in raw.y[idx]], dtype=torch.long)  # noqa: E731
-    test_y = relabel(test_idx)
+    to_global = np.full(len(raw.class_names), -1, dtype=np.int64)
+    to_global[local] = global_ids
+    train_y, test_y = (torch.from_numpy(to_global[raw.y[idx]]) for idx in (train_idx, test_idx))
     probe = np.concatenate([np.flatnonzero(test_y.numpy() == g)[:cfg.probe.per_class] for g in global_ids])
     return Task(tid, modality, space, global_ids, tuple(raw.class_names[c] for c in local),
-                tokens[train_idx], relabel(train_idx), tokens[test_idx], test_y, train_idx, test_idx,
+                tokens[train_idx], train_y, tokens[test_idx], test_y, train_idx, test_idx,
                 np.sort(probe))

@@ -11,7 +11,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -97,13 +96,9 @@ def main() -> None:
     cfg = load_config("default", {"data.n_per_class": args.n_per_class})
     OUT.mkdir(exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
-    for name, table in (("extraction", None), ("linear_probe", None), ("cached_vs_reencoded", None)):
-        if name == "extraction":
-            table, feats = extraction(cfg)
-        elif name == "linear_probe":
-            table = linear_probes(feats)
-        else:
-            table = cached_vs_reencoded(cfg)
+    extracted, feats = extraction(cfg)
+    tables = {"extraction": extracted, "linear_probe": linear_probes(feats), "cached_vs_reencoded": cached_vs_reencoded(cfg)}
+    for name, table in tables.items():
         table.to_csv(OUT / f"features_{name}.csv", index=False)
         print(f"\n## {name}\n\n{table.to_markdown(index=False)}")
 

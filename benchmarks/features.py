@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from mmcl_lab.cache import encode
-from mmcl_lab.config import MODALITIES, load_config
+from mmcl_lab.config import MODALITIES, apply_overrides, load_config
 from mmcl_lab.data import load_raw, split_indices
 from mmcl_lab.encoders import create_encoder
 from mmcl_lab.methods import create_method
@@ -62,7 +62,7 @@ def linear_probes(feats: dict, seed: int = 0) -> pd.DataFrame:
 
 def cached_vs_reencoded(cfg, epochs: int = 1) -> pd.DataFrame:
     """The same epoch of training on cached features vs re-encoding every batch with the frozen encoder."""
-    cfg = load_config("default", {"train.epochs": epochs, "train.progress": False, "train.device": "cpu"})
+    cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.progress": False, "train.device": "cpu"})
     stream = build_stream(cfg)
     rows = []
     for task in stream.tasks[:4]:

@@ -97,15 +97,15 @@ def _dispatch(args) -> int:
         say(f"run directory: {run.path}")
     elif args.command == "resume":
         run = resume(args.run_dir)
-        print(report(run.path))
+        say(report(run.path))
     elif args.command == "report":
-        print(report(args.run_dir))
+        say(report(args.run_dir))
     elif args.command == "compare":
         from .compare import compare
         cfg = load_config(args.preset, _overrides(args.overrides))
         methods = None if args.methods == "all" else args.methods.split(",")
         table = compare(cfg, methods, [int(s) for s in args.seeds.split(",")], args.out, args.ablation)
-        print(table)
+        say(table)
     return 0
 
 

@@ -44,8 +44,8 @@ class Encoder(nn.Module):
         """Identity of this encoder's outputs, used by the feature cache."""
         # The encoder's code (its module and the shared helpers here) is part of the key: editing the
         # preprocessing invalidates cached features.
-        code = inspect.getsource(inspect.getmodule(type(self))) + inspect.getsource(log_mel) + inspect.getsource(
-            depth_to_image)
+        sources = (inspect.getmodule(type(self)), log_mel, depth_to_image)
+        code = "".join(inspect.getsource(obj) for obj in sources)
         digest = hashlib.sha256(code.encode()).hexdigest()[:10]
         return f"{self.feature_space}|{self.modality}|{type(self).__name__}|v{self.version}|{digest}"
 

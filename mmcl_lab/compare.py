@@ -14,6 +14,7 @@ from .streams import build_stream
 from .utils import atomic_write_text
 
 ABLATIONS = {  # COMM with one component switched off at a time
+    "comm -prompts": {"prompt_depth": 0},  # re-alignment only: the frozen backbone plus the A_m maps
     "comm -self_reg": {"self_reg": "off"},
     "comm -relevance": {"relevance": "off"},
     "comm -realign": {"realign": "off"},

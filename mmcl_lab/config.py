@@ -44,7 +44,7 @@ class EncoderConfig:
 class TemplateConfig:
     """Prompt template per modality that turns a class name into the text it is aligned to."""
 
-    image: str = "a photo of the handwritten digit {}"
+    image: str = "a photo of the handwritten character {}"
     video: str = "a video of a digit {}"
     audio: str = "the sound of someone saying the word {}"
     depth: str = "a depth map of a {}"
@@ -62,12 +62,28 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The trainable alignment head on top of frozen features."""
+    """The binding model on top of frozen encoder features (pretrained, then frozen or fine-tuned)."""
 
-    dim: int = 128  # width of the head's transformer layer
+    dim: int = 128  # width of the transformer
     heads: int = 4
-    layers: int = 1
-    temperature: float = 0.05  # cosine logits are divided by this (COMM.md inferred choice 1)
+    layers: int = 4
+    temperature: float = 0.05  # initial temperature of the cosine logits; learned in pretraining (COMM.md 1)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The pretraining corpus (generated, disjoint from the stream) and the contrastive pretraining run."""
+
+    image: str = "corpus_characters"  # a registered corpus dataset per modality
+    video: str = "corpus_motions"
+    audio: str = "corpus_words"
+    depth: str = "corpus_shapes"
+    n_per_class: int = 40
+    shift: float = 1.0  # how far the corpus's conditions move from the stream's (data/corpus.py)
+    epochs: int = 15
+    batch_size: int = 128
+    lr: float = 1e-3
+    seed: int = 0  # corpus generation and initialisation: the same seed gives the same weights
 
 
 @dataclass(frozen=True)
@@ -107,6 +123,7 @@ class RunConfig:
     templates: TemplateConfig = field(default_factory=TemplateConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
@@ -125,6 +142,7 @@ def _ci() -> RunConfig:
     return apply_overrides(RunConfig(), {
         **tiny, **bare, "encoders.text": "text/tiny", "data.n_per_class": 30, "train.epochs": 10,
         "train.batch_size": 32, "train.progress": False, "model.dim": 32, "probe.per_class": 3,
+        "pretrain.n_per_class": 10, "pretrain.epochs": 20,
         "probe.projection": "pca", "out_dir": "runs/ci",
     })
 
@@ -224,10 +242,14 @@ def _check_choices(cfg: RunConfig) -> None:
         raise ConfigError(f"probe.projection {cfg.probe.projection!r}; choose from umap, pca")
     positive = {"data.n_per_class": cfg.data.n_per_class, "stream.tasks_per_modality":
                 cfg.stream.tasks_per_modality, "train.epochs": cfg.train.epochs,
-                "train.batch_size": cfg.train.batch_size, "model.dim": cfg.model.dim}
+                "train.batch_size": cfg.train.batch_size, "model.dim": cfg.model.dim,
+                "model.layers": cfg.model.layers, "pretrain.n_per_class": cfg.pretrain.n_per_class,
+                "pretrain.epochs": cfg.pretrain.epochs, "pretrain.batch_size": cfg.pretrain.batch_size}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    if cfg.pretrain.shift < 0:
+        raise ConfigError(f"pretrain.shift must be at least 0, got {cfg.pretrain.shift}")
     if not 0.0 < cfg.data.test_fraction < 1.0:
         raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
 

@@ -8,11 +8,11 @@ SETTINGS = ("known", "agnostic")  # modality identity given at test time, or not
 
 
 def label_space(stream, step: int, task, setting: str) -> list[int]:
-    """Classes a prediction may choose from: seen ones (plus the task's own if it is still to come),
-    restricted to the task's modality when the identity is known."""
-    classes = stream.seen_classes(step)
-    if task.id > step:  # zero-shot on a future task: its own class names join the label space
-        classes = classes + list(task.classes)
+    """Classes a prediction may choose from: those seen by step, restricted to the task's modality when the
+    identity is known. A task still to come is scored as just before it is trained -- over the classes
+    seen by then plus its own -- so the step -1 row and R[j-1, j] share a label space and FWT compares like
+    with like (a never-trained model has FWT exactly 0)."""
+    classes = stream.seen_classes(max(step, task.id))
     if setting == "known":
         classes = [c for c in classes if stream.class_modality[c] == task.modality]
     return classes
@@ -33,4 +33,28 @@ def evaluate(model, method, stream, step: int, device: torch.device) -> list[dic
             acc = (pred == y).float().mean().item() if len(y) else float("nan")
             rows.append(dict(step=step, task=task.id, modality=task.modality, setting=setting,
                              metric="acc", value=acc, n=len(y)))
+    return rows
+
+
+@torch.no_grad()
+def zero_shot_table(model, stream, device: torch.device | str = "cpu") -> list[dict]:
+    """Per modality, the untouched model on every test sample of the stream: accuracy over the modality's
+    classes (modality given), over all of the stream's classes (hidden), and text-to-sample Recall@1 (is the
+    test sample nearest to each class text one of that class's)."""
+    model.eval()
+    rows = []
+    for m in stream.modalities:
+        tasks = [t for t in stream if t.modality == m]
+        z = torch.cat([model.embed(t.test_x.to(device), t.feature_space) for t in tasks])  # (N, E)
+        y = torch.cat([t.test_y for t in tasks]).to(device)
+        own = [c for t in tasks for c in t.classes]
+        everything = list(range(len(stream.class_names)))
+        acc = {}
+        for setting, classes in (("known", own), ("agnostic", everything)):
+            pred = torch.tensor(classes, device=device)[model.logits(z, classes).argmax(1)]
+            acc[setting] = (pred == y).float().mean().item()
+        nearest = y[model.logits(z, own).argmax(0)]  # (C,) the class of each text's nearest sample
+        recall = (nearest == torch.tensor(own, device=device)).float().mean().item()
+        rows.append(dict(modality=m, known=acc["known"], agnostic=acc["agnostic"], text_to_sample_r1=recall,
+                         classes=len(own), chance_known=1 / len(own), chance_agnostic=1 / len(everything)))
     return rows

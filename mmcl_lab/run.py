@@ -18,6 +18,7 @@ from .config import RunConfig, from_yaml, to_yaml
 from .evaluate import evaluate
 from .methods import Method, check_assumptions, create_method
 from .model import build_model
+from .pretrain import weights_checksum
 from .probe import capture
 from .streams import TaskStream, build_stream
 from .utils import (atomic_write_bytes, atomic_write_json, atomic_write_text, barrier, dist_info,
@@ -154,8 +155,8 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     stream = stream if stream is not None else build_stream(cfg)
     device = resolve_device(cfg.train.device)
     seed_everything(cfg.seed)
-    model = build_model(stream, cfg.model).to(device)
     method = create_method(cfg.method)
+    model = build_model(stream, cfg.model, pretrained=method.pretrained).to(device)
     check_assumptions(method, stream)
     method.setup(model, stream)
     done, results = run.latest_step(), run.results()
@@ -163,7 +164,9 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     if done is None:
         if rank == 0:
             atomic_write_json(run.path / "provenance.json",
-                              {**provenance(device), "prep_seconds": stream.prep_seconds, "world_size": world})
+                              {**provenance(device), "prep_seconds": stream.prep_seconds, "world_size": world,
+                               "start_weights": weights_checksum(model.state_dict()),
+                               "backbone": stream.backbone.key if stream.backbone else None})
         results = _record(run, results, model, method, stream, -1, device)
         start = 0
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from .cache import cached_features
 from .config import RunConfig
 from .data import RawData, load_raw, split_indices
 from .encoders import create_encoder
+
+if TYPE_CHECKING:
+    from .pretrain import Backbone
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,7 +65,8 @@ class TaskStream:
     feature_spaces: dict[str, tuple[int, int]]  # space -> (max tokens T, dim F)
     modality_id_at_test: bool
     raw: dict[str, RawData] = field(default_factory=dict)
-    prep_seconds: float = 0.0  # data generation + feature extraction (cache misses cost this once)
+    prep_seconds: float = 0.0  # data generation, feature extraction, pretraining (cache misses cost this once)
+    backbone: Backbone | None = None  # the pretrained weights every method starts from (pretrain.py)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -96,8 +101,19 @@ def _task_order(plan: list[tuple[str, int]], order: str, seed: int) -> list[tupl
     return [p for k in range(n_chunks) for p in plan if p[1] == k]  # interleaved
 
 
-def build_stream(cfg: RunConfig, progress: bool | None = None) -> TaskStream:
-    """Load data, encode it once (cached), cut classes into tasks and embed class names as text."""
+def merge_spaces(items: Iterable[tuple[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    """Feature spaces from (space, (tokens, dim)) pairs: the most tokens seen per space; dims must agree."""
+    spaces: dict[str, tuple[int, int]] = {}
+    for space, (n_tok, dim) in items:
+        if space in spaces and spaces[space][1] != dim:
+            raise ValueError(f"feature space {space!r} has dim {dim} here and {spaces[space][1]} elsewhere")
+        spaces[space] = (max(int(n_tok), spaces.get(space, (0, 0))[0]), int(dim))
+    return spaces
+
+
+def build_stream(cfg: RunConfig, progress: bool | None = None, pretrained: bool = True) -> TaskStream:
+    """Load data, encode it once (cached), cut classes into tasks and embed class names as text; with
+    pretrained=True also attach the pretrained backbone (built and cached on first use)."""
     progress = cfg.train.progress if progress is None else progress
     start = time.perf_counter()
     per_modality = {m: _load_modality(cfg, m, progress) for m in cfg.stream.modalities}
@@ -116,13 +132,14 @@ def build_stream(cfg: RunConfig, progress: bool | None = None) -> TaskStream:
     text_encoder = create_encoder(cfg.encoders.text)
     prompts = [getattr(cfg.templates, m).format(n) for n, m in zip(names, mods)]
     class_text = text_encoder.encode(prompts).float()
-    spaces = {}
-    for t in tasks:
-        n_tok, dim = t.train_x.shape[1:]
-        spaces[t.feature_space] = (max(n_tok, spaces.get(t.feature_space, (0, 0))[0]), dim)
+    spaces = merge_spaces((t.feature_space, t.train_x.shape[1:]) for t in tasks)
     raws = {m: v[0] for m, v in per_modality.items()}
-    return TaskStream(tasks, tuple(names), tuple(mods), class_text, spaces, cfg.stream.modality_id_at_test,
-                      raws, time.perf_counter() - start)
+    stream = TaskStream(tasks, tuple(names), tuple(mods), class_text, spaces, cfg.stream.modality_id_at_test, raws)
+    if pretrained:
+        from .pretrain import attach_backbone  # pretrain builds on this module's Batch and TaskStream
+        stream = attach_backbone(stream, cfg, progress)
+    stream.prep_seconds = time.perf_counter() - start
+    return stream
 
 
 def _load_modality(cfg: RunConfig, m: str, progress: bool) -> tuple[RawData, Tensor, str, list[np.ndarray]]:

@@ -46,7 +46,7 @@ def test_invalid_choice_lists_valid_choices(key, value, match):
 
 
 def test_unknown_method_and_encoder_list_choices():
-    with pytest.raises(KeyError, match="unknown method 'nope'; available: comm, er, ewc"):
+    with pytest.raises(KeyError, match="unknown method 'nope'; available: chance, comm, er, ewc"):
         create_method(MethodConfig("nope"))
     with pytest.raises(KeyError, match="unknown encoder 'image/nope'; available: .*image/tiny"):
         ENCODERS.get("image/nope")

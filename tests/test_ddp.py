@@ -30,7 +30,9 @@ def test_two_process_run_matches_a_single_process_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run directory:") == 1  # only rank 0 reports
     ddp = Run(tmp_path / "ddp")
-    assert ddp.latest_step() == 7 and len(list((cache / "features").glob("*.safetensors"))) == 4
+    # 4 stream and 4 pretraining-corpus feature files, and one backbone pretrained by rank 0
+    assert ddp.latest_step() == 7 and len(list((cache / "features").glob("*.safetensors"))) == 8
+    assert len(list((cache / "backbones").glob("*.safetensors"))) == 1
 
     cfg = load_config("ci", {"data.cache_dir": str(cache), "method.name": "er", "train.device": "cpu"})
     single = run_stream(cfg, tmp_path / "single")

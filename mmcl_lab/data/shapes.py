@@ -10,7 +10,15 @@ SHAPES = ("cube", "sphere", "cylinder", "cone", "torus", "capsule", "pyramid", "
 
 
 def _mesh(name: str):
+    import trimesh
     import trimesh.creation as create
+
+    def joined(*parts):  # several primitives as one mesh (the ray caster sees the nearest surface)
+        return trimesh.util.concatenate(parts)
+
+    def moved(mesh, xyz):
+        return mesh.apply_translation(xyz)
+
     return {
         "cube": lambda: create.box(extents=(1.2, 1.2, 1.2)),
         "sphere": lambda: create.icosphere(subdivisions=3, radius=0.75),
@@ -20,6 +28,19 @@ def _mesh(name: str):
         "capsule": lambda: create.capsule(height=1.0, radius=0.4),
         "pyramid": lambda: create.cone(radius=0.9, height=1.3, sections=4),
         "ring": lambda: create.annulus(r_min=0.45, r_max=0.75, height=0.35),
+        # the pretraining corpus's extra shapes
+        "plate": lambda: create.box(extents=(1.5, 1.5, 0.2)),
+        "rod": lambda: create.cylinder(radius=0.15, height=1.8, sections=16),
+        "disc": lambda: create.cylinder(radius=0.8, height=0.15, sections=32),
+        "hexagonal prism": lambda: create.cylinder(radius=0.7, height=1.2, sections=6),
+        "triangular prism": lambda: create.cylinder(radius=0.8, height=1.2, sections=3),
+        "egg": lambda: create.icosphere(subdivisions=3, radius=0.5).apply_scale((1.0, 1.0, 1.6)),
+        "tube": lambda: create.annulus(r_min=0.4, r_max=0.55, height=1.5),
+        "dumbbell": lambda: joined(create.cylinder(radius=0.12, height=1.2), moved(create.icosphere(radius=0.35),
+                                   (0, 0, 0.7)), moved(create.icosphere(radius=0.35), (0, 0, -0.7))),
+        "cross": lambda: joined(create.box(extents=(1.6, 0.4, 0.4)), create.box(extents=(0.4, 1.6, 0.4))),
+        "step": lambda: joined(create.box(extents=(1.4, 0.7, 0.5)), moved(create.box(extents=(0.7, 0.7, 0.5)),
+                               (0.35, 0.7, 0))),
     }[name]()
 
 
@@ -37,26 +58,35 @@ def render_depth(mesh, size: int = 48, distance: float = 2.4, fov: float = 0.9) 
     return depth.reshape(size, size)
 
 
-@register_dataset("shapes", "depth")
-def shapes(n_per_class: int, seed: int, size: int = 48) -> RawData:
-    """Eight primitive shapes under random rotation, scale and offset, with sensor noise and dropout."""
+def render_shapes(names: tuple[str, ...], n_per_class: int, rng: np.random.Generator, size: int = 48,
+                  distance: tuple[float, float] = (2.4, 2.4), noise: float = 0.01,
+                  dropout: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+    """Depth maps (N, size, size) of each shape under random rotation, scale, offset and camera distance,
+    with sensor noise and missing returns; and their labels."""
     from scipy.spatial.transform import Rotation
 
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(len(SHAPES)), n_per_class)
+    labels = np.repeat(np.arange(len(names)), n_per_class)
     maps = np.zeros((len(labels), size, size), dtype=np.float32)
-    base = {name: _mesh(name) for name in SHAPES}
+    base = {name: _mesh(name) for name in names}
     for i, label in enumerate(labels):
-        mesh = base[SHAPES[label]].copy()
+        mesh = base[names[label]].copy()
         transform = np.eye(4)
         transform[:3, :3] = Rotation.random(random_state=int(rng.integers(2**31))).as_matrix()
         transform[:3, :3] *= rng.uniform(0.75, 1.15)
         transform[:3, 3] = [*rng.uniform(-0.25, 0.25, 2), rng.uniform(-0.3, 0.3)]
         mesh.apply_transform(transform)
-        depth = render_depth(mesh, size)
+        depth = render_depth(mesh, size, distance=rng.uniform(*distance))
         hit = depth > 0
-        depth[hit] += rng.normal(0, 0.01, hit.sum()).astype(np.float32)  # sensor noise
-        depth[hit & (rng.random((size, size)) < 0.03)] = 0.0  # missing returns
+        depth[hit] += rng.normal(0, noise, hit.sum()).astype(np.float32)  # sensor noise
+        depth[hit & (rng.random((size, size)) < dropout)] = 0.0  # missing returns
         maps[i] = depth
+    return maps, labels
+
+
+@register_dataset("shapes", "depth", version=2)
+def shapes(n_per_class: int, seed: int, size: int = 48) -> RawData:
+    """Eight primitive shapes under random rotation, scale and offset, with sensor noise and dropout."""
+    rng = np.random.default_rng(seed)
+    maps, labels = render_shapes(SHAPES, n_per_class, rng, size)
     order = rng.permutation(len(labels))
     return RawData("shapes", "depth", maps[order], labels[order], SHAPES)

@@ -59,35 +59,58 @@ def speak(word: str, voice: str = "en", rate: int = 160, pitch: int = 50) -> np.
     return samples.astype(np.float32) / 32768.0
 
 
-def _speak_all(plan: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
-    return [speak(*args) for args in plan]
+def _serve() -> None:
+    """The child's side of synthesise(): a JSON plan on stdin -> an .npz of utterances on stdout."""
+    import io
+    import json
+    import sys
+
+    waves = [speak(*args) for args in json.load(sys.stdin)]
+    buf = io.BytesIO()
+    np.savez(buf, lengths=np.array([len(w) for w in waves]), samples=np.concatenate(waves))
+    sys.stdout.buffer.write(buf.getvalue())
 
 
 def synthesise(plan: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
-    """speak() for every (word, voice, rate, pitch), in a fresh process: the Klatt synthesiser keeps state
-    across utterances that espeak_Terminate does not reset, so only a fresh library is reproducible."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """speak() for every (word, voice, rate, pitch), in a fresh Python process: the Klatt synthesiser keeps
+    state across utterances that espeak_Terminate does not reset, so only a fresh library is reproducible. A
+    plain subprocess (not multiprocessing's spawn) works from scripts without an `if __name__` guard."""
+    import io
+    import json
+    import subprocess
+    import sys
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_speak_all, plan).result()
+    done = subprocess.run([sys.executable, "-c", "from mmcl_lab.data.speech import _serve; _serve()"],
+                          input=json.dumps(plan).encode(), capture_output=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"espeak-ng synthesis failed: {done.stderr.decode(errors='replace').strip()[-500:]}")
+    with np.load(io.BytesIO(done.stdout), allow_pickle=False) as f:
+        return np.split(f["samples"], np.cumsum(f["lengths"])[:-1])
+
+
+def speak_clips(words: tuple[str, ...], n_per_class: int, rng: np.random.Generator,
+                voices: tuple[str, ...] = VOICES, rate: tuple[int, int] = (120, 230),
+                pitch: tuple[int, int] = (20, 85), snr_db: tuple[float, float] = (10, 30)) -> tuple[np.ndarray, np.ndarray]:
+    """Clips (N, 1.2 s) of each word spoken n_per_class times by random voices, rates and pitches, with a
+    random gain and onset and Gaussian noise at a random SNR; and their labels."""
+    length = int(SAMPLE_RATE * CLIP_SECONDS)
+    labels = np.repeat(np.arange(len(words)), n_per_class)
+    plan = [(words[label], voices[rng.integers(len(voices))], int(rng.integers(*rate)),
+             int(rng.integers(*pitch))) for label in labels]
+    waves = np.zeros((len(labels), length), dtype=np.float32)
+    for i, wav in enumerate(synthesise(plan)):
+        wav = wav[:length] * rng.uniform(0.5, 1.0)
+        start = int(rng.integers(0, length - len(wav) + 1))
+        waves[i, start:start + len(wav)] = wav
+        noise_scale = np.sqrt(np.mean(wav**2) / 10 ** (rng.uniform(*snr_db) / 10))
+        waves[i] += rng.normal(0, noise_scale, length).astype(np.float32)
+    return np.clip(waves, -1, 1), labels
 
 
 @register_dataset("spoken_words", "audio", version=2)
 def spoken_words(n_per_class: int, seed: int) -> RawData:
     """Ten words, each spoken by random voices, speeds and pitches, shifted in time, with noise."""
     rng = np.random.default_rng(seed)
-    length = int(SAMPLE_RATE * CLIP_SECONDS)
-    labels = np.repeat(np.arange(len(WORDS)), n_per_class)
-    plan = [(WORDS[label], VOICES[rng.integers(len(VOICES))], int(rng.integers(120, 230)),
-             int(rng.integers(20, 85))) for label in labels]
-    waves = np.zeros((len(labels), length), dtype=np.float32)
-    for i, wav in enumerate(synthesise(plan)):
-        wav = wav[:length] * rng.uniform(0.5, 1.0)
-        start = int(rng.integers(0, length - len(wav) + 1))
-        waves[i, start:start + len(wav)] = wav
-        snr_db = rng.uniform(10, 30)
-        noise_scale = np.sqrt(np.mean(wav**2) / 10 ** (snr_db / 10))
-        waves[i] += rng.normal(0, noise_scale, length).astype(np.float32)
+    waves, labels = speak_clips(WORDS, n_per_class, rng)
     order = rng.permutation(len(labels))
-    return RawData("spoken_words", "audio", np.clip(waves[order], -1, 1), labels[order], WORDS, SAMPLE_RATE)
+    return RawData("spoken_words", "audio", waves[order], labels[order], WORDS, SAMPLE_RATE)

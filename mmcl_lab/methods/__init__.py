@@ -2,6 +2,6 @@
 
 from .base import Method, NoConfig, check_assumptions, create_method, cross_entropy, register_method
 
-from . import comm, er, ewc, finetune, joint, l2p, lwf, slca, zeroshot, zscl  # noqa: E402,F401  (registration)
+from . import chance, comm, er, ewc, finetune, joint, l2p, lwf, slca, zeroshot, zscl  # noqa: E402,F401  (registration)
 
 __all__ = ["Method", "NoConfig", "check_assumptions", "create_method", "cross_entropy", "register_method"]

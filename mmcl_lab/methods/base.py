@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..config import ConfigError, MethodConfig, TrainConfig, coerce
 from ..model import AlignmentModel
@@ -36,6 +36,7 @@ class Method:
     needs_modality_id = False  # refuse scenarios that hide the modality at test time
     uses_memory = False  # stores features of past tasks (reported with the memory size)
     trains = True  # False: the model is never updated (zero-shot)
+    pretrained = True  # start from the stream's pretrained backbone (False: a random initialisation)
 
     def __init__(self, cfg: Any = None):
         self.cfg = cfg if cfg is not None else self.Config()
@@ -119,25 +120,3 @@ def check_assumptions(method: Method, stream: TaskStream) -> None:
     if method.needs_modality_id and not stream.modality_id_at_test:
         raise ValueError(f"{type(method).__name__} needs the modality identity at test time, but the "
                          "scenario hides it (stream.modality_id_at_test=False)")
-
-
-HEAD_TRAINING = ("first_task", "always", "never")
-
-
-def head_parameters(model: AlignmentModel, stream: TaskStream, task: Task, mode: str) -> list[nn.Parameter]:
-    """The head parameters a prompt-based method trains in task.
-
-    COMM and L2P prompt a frozen pretrained aligned backbone. Our encoders are not aligned to text, so
-    'first_task' (the default) trains the head on the first task -- and a feature space's input projection
-    on the first task that uses it -- and freezes it afterwards, standing in for that backbone; 'always'
-    keeps training it; 'never' leaves it at its random initialisation.
-    """
-    if mode not in HEAD_TRAINING:
-        raise ConfigError(f"train_head must be one of {', '.join(HEAD_TRAINING)}, got {mode!r}")
-    if mode == "always":
-        return list(model.parameters())
-    if mode == "never":
-        return []
-    params = model.head_parameters() if task.id == 0 else []
-    first_of_space = next(t for t in stream.tasks if t.feature_space == task.feature_space).id == task.id
-    return params + (model.space_parameters(task.feature_space) if first_of_space else [])

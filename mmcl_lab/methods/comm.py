@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 from ..gaussians import GaussianBank, identity_map, train_alignment
-from .base import Method, cross_entropy, head_parameters, register_method
+from .base import Method, cross_entropy, register_method
 from .lwf import distill
 
 
@@ -18,7 +18,8 @@ from .lwf import distill
 class COMMConfig:
     """Every field marked 'inferred' is a reading of the paper (COMM.md), not a documented fact."""
 
-    prompt_length: int = 4  # tokens in each task's prompt P_t
+    prompt_length: int = 4  # tokens per layer in each task's prompt P_t
+    prompt_depth: int = 4  # layers that get prefix tokens (deep prompts); 0 = no prompts (re-alignment only)
     self_reg: str = "l2"  # inferred 3: l2 (embedding shift) | kl (logit distributions) | off
     lambda_sr: float = 1.0
     relevance: str = "learned"  # inferred 4: learned R_t | off (own prompts only; uniform when hidden)
@@ -30,7 +31,6 @@ class COMMConfig:
     align_samples: int = 128  # pseudo-features per class in the re-alignment stage
     align_epochs: int = 5
     align_lr: float = 1e-3
-    train_head: str = "first_task"  # how the frozen aligned backbone is stood in for (base.head_parameters)
 
 
 CHOICES = {"self_reg": ("l2", "kl", "off"), "relevance": ("learned", "off"),
@@ -39,9 +39,10 @@ CHOICES = {"self_reg": ("l2", "kl", "off"), "relevance": ("learned", "off"),
 
 @register_method("comm")
 class COMM(Method):
-    """Per-task prompts aggregated within a modality and held in place by self-regularisation; a relevance
-    classifier R_t blends the prompts of related modalities; per-class Gaussians of old embeddings re-align
-    each modality's embeddings (A_m) after every task. No raw exemplars are stored."""
+    """Per-task deep prompts on the frozen pretrained backbone, aggregated within a modality and held in
+    place by self-regularisation; a relevance classifier R_t on the frozen prompt-free embedding (which
+    never moves, so R_t cannot go stale) blends the prompts of related modalities; per-class Gaussians of
+    old embeddings re-align each modality's embeddings (A_m) after every task. No raw exemplars are stored."""
 
     Config = COMMConfig
 
@@ -54,8 +55,9 @@ class COMM(Method):
     def setup(self, model, stream):
         super().setup(model, stream)
         self.device, self.dim, e = model.class_text.device, model.cfg.dim, model.class_text.shape[1]
+        self.depth = min(self.cfg.prompt_depth, model.cfg.layers)
         self.mods = stream.modalities
-        self.prompts = nn.ParameterDict()  # task id -> (L, dim)
+        self.prompts = nn.ParameterDict()  # task id -> (D, L, dim)
         self.alpha = nn.ParameterDict()  # modality -> weights over its earlier tasks' prompts
         self.relevance = nn.Linear(e, len(self.mods)).to(self.device)  # R_t on prompt-free embeddings
         n_maps = len(self.mods) if self.cfg.realign == "modality" else 1
@@ -73,7 +75,7 @@ class COMM(Method):
         """Pbar_m = P_latest + sum_j softmax(alpha_m)_j * stopgrad(P_j) over earlier tasks of modality."""
         keys = self._tasks_of(modality)
         if not keys:
-            return torch.zeros(self.cfg.prompt_length, self.dim, device=self.device)
+            return torch.zeros(self.depth, self.cfg.prompt_length, self.dim, device=self.device)
         latest, earlier = self.prompts[keys[-1]], keys[:-1]
         if not earlier:
             return latest
@@ -84,7 +86,7 @@ class COMM(Method):
         """r(x): (B, M) weights over modalities. One-hot on the given modality at test time (and always
         when relevance is off); softmax(R_t(q(x))) over seen modalities otherwise; uniform over seen
         modalities when nothing can be learned yet, or relevance is off and the modality is hidden."""
-        seen = [m for m in self.mods if m in self.seen or m == modality]
+        seen = [m for m in self.mods if m in self.seen or m == modality] or self.mods  # nothing yet: all
         if modality is not None and (self.cfg.relevance == "off" or not self.training_now):
             r = torch.zeros(len(self.mods), device=x.device)
             r[self.mods.index(modality)] = 1.0
@@ -96,11 +98,14 @@ class COMM(Method):
             q = model.embed(x, space)  # the prompt-free embedding
             return self.relevance(q).masked_fill(~mask, float("-inf")).softmax(-1)
 
-    def prompt(self, r: Tensor, replace: dict[str, Tensor] | None = None) -> Tensor:
-        """sum_m r_m Pbar_m: (B, M) -> (B, L, dim); `replace` swaps in fixed aggregates (the SR target)."""
+    def prompt(self, r: Tensor, replace: dict[str, Tensor] | None = None) -> Tensor | None:
+        """sum_m r_m Pbar_m: (B, M) -> (B, D, L, dim), None without prompts; `replace` swaps in fixed
+        aggregates (the SR target)."""
+        if self.depth == 0:
+            return None
         replace = replace or {}
-        bars = torch.stack([replace[m] if m in replace else self.aggregate(m) for m in self.mods])
-        return torch.einsum("bm,mld->bld", r, bars)  # (B, M) x (M, L, dim) -> (B, L, dim)
+        bars = torch.stack([replace[m] if m in replace else self.aggregate(m) for m in self.mods])  # (M, D, L, dim)
+        return torch.einsum("bm,mkld->bkld", r, bars)
 
     def embed(self, model, x, space, modality, aligned=True):
         r = self.relevance_weights(model, x, space, modality)
@@ -117,15 +122,17 @@ class COMM(Method):
         self.training_now = True
         earlier = self._tasks_of(task.modality)
         self.sr_target = self.aggregate(task.modality).detach() if earlier else None
-        self.prompts[str(task.id)] = nn.Parameter(torch.zeros(self.cfg.prompt_length, self.dim, device=self.device))
+        self.prompts[str(task.id)] = nn.Parameter(torch.zeros(self.depth, self.cfg.prompt_length, self.dim,
+                                                              device=self.device))
         if earlier:
             self.alpha[task.modality] = nn.Parameter(torch.zeros(len(earlier), device=self.device))
         if self.cfg.relevance == "learned" and self.cfg.relevance_training == "before" and self.seen:
             self._train_relevance(model, task)
 
     def parameters(self, model, task):
-        params = [self.prompts[str(task.id)], *head_parameters(model, self.stream, task, self.cfg.train_head)]
-        if task.modality in self.alpha:
+        """Only the prompt side learns; the pretrained backbone stays frozen."""
+        params = [self.prompts[str(task.id)]] if self.depth else []
+        if self.depth and task.modality in self.alpha:
             params.append(self.alpha[task.modality])
         if self.cfg.relevance_training == "joint":
             params += list(self.relevance.parameters())
@@ -136,7 +143,7 @@ class COMM(Method):
         z = model.embed(batch.x, batch.space, self.prompt(r))
         loss = cross_entropy(model, z, batch.y, list(task.classes))
         logs = {"ce": loss.item()}
-        if self.sr_target is not None and self.cfg.self_reg != "off":
+        if self.sr_target is not None and self.cfg.self_reg != "off" and self.depth > 0:
             with torch.no_grad():
                 old = model.embed(batch.x, batch.space, self.prompt(r, {task.modality: self.sr_target}))
             if self.cfg.self_reg == "l2":
@@ -202,7 +209,7 @@ class COMM(Method):
                 samples.append(z_now)
                 labels.append(y_now)
             train_alignment(self.align[i], model.class_text, seen_all, torch.cat(samples).to(self.device),
-                            torch.cat(labels), model.cfg.temperature, self.cfg.align_epochs,
+                            torch.cat(labels), model.temperature, self.cfg.align_epochs,
                             self.cfg.align_lr, generator)
 
     def state_dict(self):

@@ -8,23 +8,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import Method, cross_entropy, head_parameters, register_method
+from .base import Method, cross_entropy, register_method
 
 
 @dataclass(frozen=True)
 class L2PConfig:
     pool_size: int = 10
-    prompt_length: int = 4  # tokens per prompt
+    prompt_length: int = 4  # tokens per prompt and layer
+    prompt_depth: int = 4  # layers that get prefix tokens (deep prompts, as COMM's)
     top_k: int = 2  # prompts chosen per input
     pull: float = 0.5  # weight of the key-query matching term
-    train_head: str = "first_task"  # first_task | always | never (see base.head_parameters)
 
 
 @register_method("l2p")
 class L2P(Method):
     """Wang et al., "Learning to Prompt for Continual Learning", CVPR 2022: the prompt-free embedding of
-    an input queries a pool of (key, prompt) pairs; the top-k prompts are prepended to its tokens.
-    Needs no task or modality identity."""
+    the frozen pretrained model queries a pool of (key, prompt) pairs; the top-k prompts are prepended to
+    its tokens at the first prompt_depth layers (the paper prepends at the input only; depth is a field so
+    that COMM and L2P are compared with prompts of the same shape). The backbone stays frozen. Needs no task
+    or modality identity."""
 
     Config = L2PConfig
 
@@ -32,19 +34,20 @@ class L2P(Method):
         super().setup(model, stream)
         dim, e = model.cfg.dim, model.class_text.shape[1]
         device = model.class_text.device
-        self.prompts = nn.Parameter(0.02 * torch.randn(self.cfg.pool_size, self.cfg.prompt_length, dim,
+        depth = max(1, min(self.cfg.prompt_depth, model.cfg.layers))
+        self.prompts = nn.Parameter(0.02 * torch.randn(self.cfg.pool_size, depth, self.cfg.prompt_length, dim,
                                                        device=device))
         self.keys = nn.Parameter(F.normalize(torch.randn(self.cfg.pool_size, e, device=device), dim=-1))
 
     def parameters(self, model, task):
-        return [self.prompts, self.keys, *head_parameters(model, self.stream, task, self.cfg.train_head)]
+        return [self.prompts, self.keys]
 
     def _select(self, model, x, space):
         with torch.no_grad():
             query = model.embed(x, space)  # (B, E), the prompt-free embedding
         sim = query @ F.normalize(self.keys, dim=-1).T  # (B, M)
         top = sim.topk(self.cfg.top_k, dim=1).indices  # (B, k)
-        prompts = self.prompts[top].flatten(1, 2)  # (B, k * L, dim)
+        prompts = self.prompts[top].transpose(1, 2).flatten(2, 3)  # (B, k, D, L, dim) -> (B, D, k * L, dim)
         return prompts, sim.gather(1, top)
 
     def embed(self, model, x, space, modality, aligned=True):

@@ -54,7 +54,7 @@ class SLCA(Method):
         n = self.cfg.align_samples
         samples = torch.cat([self.bank.sample(c, n, generator) for c in seen])
         labels = torch.tensor(seen, device=samples.device).repeat_interleave(n)
-        train_alignment(self.align, model.class_text, seen, samples, labels, model.cfg.temperature,
+        train_alignment(self.align, model.class_text, seen, samples, labels, model.temperature,
                         self.cfg.align_epochs, self.cfg.align_lr, generator)
 
     def state_dict(self):

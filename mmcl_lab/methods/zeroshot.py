@@ -1,15 +1,13 @@
-"""Zero-shot: the untrained model."""
+"""Zero-shot: the pretrained backbone, never trained."""
 
 from .base import Method, register_method
 
 
 @register_method("zeroshot")
 class ZeroShot(Method):
-    """No training at all: the frozen features through the randomly initialised head.
-
-    With an aligned backbone (CLIP-like) this is the zero-shot baseline; here no encoder is pretrained to
-    match the text space, so it measures the chance floor of the alignment.
-    """
+    """No training at all: the pretrained binding model as it is, classifying by its text similarity (the
+    zero-shot baseline of CLIP-style continual learning: ZSCL, L2P on CLIP). Its weights stay bit-identical
+    through the whole stream."""
 
     trains = False
 

@@ -1,0 +1,56 @@
+import hashlib
+
+import numpy as np
+import torch
+
+from mmcl_lab.config import apply_overrides
+from mmcl_lab.data import load_raw
+from mmcl_lab.model import build_model
+from mmcl_lab.pretrain import pretrained_backbone
+
+
+def test_pretraining_is_cached_and_deterministic(ci_cfg, ci_stream, tmp_path):
+    hit = pretrained_backbone(ci_cfg, ci_stream.feature_spaces, progress=False)
+    assert hit.seconds == 0.0 and hit.checksum() == ci_stream.backbone.checksum()  # read from the cache
+    fresh = pretrained_backbone(apply_overrides(ci_cfg, {"data.cache_dir": str(tmp_path)}),
+                                ci_stream.feature_spaces, progress=False)
+    assert fresh.seconds > 0 and fresh.checksum() == hit.checksum()  # pretrained again: the same weights
+    other = pretrained_backbone(apply_overrides(ci_cfg, {"data.cache_dir": str(tmp_path), "pretrain.seed": 1}),
+                                ci_stream.feature_spaces, progress=False)
+    assert other.checksum() != hit.checksum()
+
+
+def _hashes(x: np.ndarray) -> set[str]:
+    return {hashlib.sha256(np.ascontiguousarray(row).tobytes()).hexdigest() for row in x}
+
+
+def test_corpus_is_disjoint_from_the_stream(ci_cfg, ci_stream):
+    p = ci_cfg.pretrain
+    for m, raw in ci_stream.raw.items():
+        corpus = load_raw(getattr(p, m), m, p.n_per_class, p.seed, ci_cfg.data.cache_dir, shift=p.shift)
+        assert not _hashes(raw.x) & _hashes(corpus.x), m
+        assert set(raw.class_names) < set(corpus.class_names), m  # a wider vocabulary, the stream's inside
+        if raw.sources is not None:  # MNIST-derived: no source image is shared
+            assert not set(raw.sources) & set(corpus.sources), m
+
+
+def test_a_prompt_at_layer_k_changes_layer_k_and_nothing_below(ci_cfg, ci_stream):
+    model = build_model(ci_stream, ci_cfg.model)
+    task = ci_stream[0]
+    x = task.test_x[:4]
+    layers, length, dim = ci_cfg.model.layers, 2, ci_cfg.model.dim
+    for k in range(layers):
+        outputs = {}
+        hooks = [block.register_forward_hook(lambda mod, inp, out, i=i: outputs.setdefault(i, []).append(
+                 out[:, length:].detach())) for i, block in enumerate(model.blocks)]
+        base = torch.zeros(layers, length, dim)
+        moved = base.clone()
+        moved[k] = torch.randn(length, dim)
+        with torch.no_grad():
+            model.embed(x, task.feature_space, base)
+            model.embed(x, task.feature_space, moved)
+        for h in hooks:
+            h.remove()
+        for i in range(layers):
+            same = torch.equal(outputs[i][0], outputs[i][1])
+            assert same == (i < k), (k, i)

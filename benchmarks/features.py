@@ -20,7 +20,7 @@ from mmcl_lab.cache import encode
 from mmcl_lab.config import MODALITIES, apply_overrides, load_config
 from mmcl_lab.data import load_raw, split_indices
 from mmcl_lab.encoders import create_encoder
-from mmcl_lab.methods import create_method
+from mmcl_lab.methods import Context, create_method
 from mmcl_lab.model import build_model
 from mmcl_lab.streams import build_stream
 from mmcl_lab.train import train_task
@@ -68,9 +68,9 @@ def cached_vs_reencoded(cfg, epochs: int = 1) -> pd.DataFrame:
     for task in stream.tasks[:4]:
         torch.manual_seed(0)
         model, method = build_model(stream, cfg.model), create_method(cfg.method)
-        method.setup(model, stream)
+        method.setup(model, Context.replay(stream, task.id))
         start = time.perf_counter()
-        train_task(model, method, task, cfg.train, 0, torch.device("cpu"))
+        train_task(model, method, task, cfg.train, torch.Generator().manual_seed(0), torch.device("cpu"))
         cached = time.perf_counter() - start
         enc = create_encoder(getattr(cfg.encoders, task.modality))
         raw = stream.raw[task.modality]

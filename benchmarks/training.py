@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 
 from mmcl_lab.config import apply_overrides, load_config
-from mmcl_lab.methods import create_method
+from mmcl_lab.methods import Context, create_method
 from mmcl_lab.model import build_model
 from mmcl_lab.registry import METHODS
 from mmcl_lab.run import run_stream
@@ -46,12 +46,15 @@ def _one_method(name: str) -> dict:
     before = _status_mb("VmHWM")
     torch.manual_seed(0)
     model, method = build_model(stream, cfg.model), create_method(cfg.method)
-    method.setup(model, stream)
-    steps = sum(cfg.train.epochs * n_batches(method.training_batches(t), cfg.train.batch_size) for t in stream)
+    context = Context(cfg.stream.modalities, DEVICE, cfg.seed, stream.backbone)
+    method.setup(model, context)
+    steps = 0
     start = time.perf_counter()
     for task in stream:
+        context.reveal(task)
+        steps += cfg.train.epochs * n_batches(method.training_batches(task), cfg.train.batch_size)
         method.before_task(model, task)
-        method.fit_task(model, task, cfg.train, cfg.seed, DEVICE)
+        method.fit_task(model, task, cfg.train)
         method.after_task(model, task)
     seconds = time.perf_counter() - start
     peak = _status_mb("VmHWM")
@@ -73,9 +76,9 @@ def plain_loop_ratio(cfg, stream) -> pd.DataFrame:
     task = stream[0]
     torch.manual_seed(0)
     model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": "finetune"}).method)
-    method.setup(model, stream)
+    method.setup(model, Context.replay(stream, 0, DEVICE))
     start = time.perf_counter()
-    method.fit_task(model, task, cfg.train, 0, DEVICE)
+    method.fit_task(model, task, cfg.train)
     ours = time.perf_counter() - start
     torch.manual_seed(0)
     model = build_model(stream, cfg.model)
@@ -125,7 +128,7 @@ def probe_cost(cfg, stream) -> pd.DataFrame:
     run = run_stream(apply_overrides(cfg, {"method.name": "comm"}), tempfile.mkdtemp(), stream)
     torch.manual_seed(0)
     model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": "comm"}).method)
-    method.setup(model, stream)
+    method.setup(model, Context.replay(stream, -1, DEVICE))
     start = time.perf_counter()
     capture(model, method, stream, DEVICE)
     per_step = time.perf_counter() - start

@@ -84,10 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp = sub.add_parser("compare", help="several methods x seeds on one stream -> CSV + Markdown table")
     p_cmp.add_argument("--preset", default="default")
     p_cmp.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
-    p_cmp.add_argument("--seeds", default="0,1,2")
+    p_cmp.add_argument("--seeds", default="0,1,2,3,4")
     p_cmp.add_argument("--ablation", action="store_true", help="also run COMM with each component off")
+    p_cmp.add_argument("--untuned", action="store_true", help="use the preset's settings, not the shipped "
+                                                                  "validation-tuned ones (mmcl_lab/tuned.yaml)")
     p_cmp.add_argument("--out", default="runs/compare")
     p_cmp.add_argument("overrides", nargs="*")
+    p_tune = sub.add_parser("tune", help="search each method's main knobs on validation data, equal budgets")
+    p_tune.add_argument("--preset", default="default")
+    p_tune.add_argument("--methods", default="comm,finetune,joint,ewc,lwf,er,l2p,zscl,slca")
+    p_tune.add_argument("--budget", type=int, default=6, help="configurations per method")
+    p_tune.add_argument("--seeds", default="0")
+    p_tune.add_argument("--out", default="runs/tune")
+    p_tune.add_argument("overrides", nargs="*")
     # Overrides may come before or after options: argparse leaves those after an option as extras.
     args, extra = parser.parse_known_args(argv)
     stray = [e for e in extra if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
@@ -132,9 +141,23 @@ def _dispatch(args) -> int:
         from .compare import compare
         cfg = load_config(args.preset, _overrides(args.overrides))
         methods = None if args.methods == "all" else args.methods.split(",")
-        table = compare(cfg, methods, [int(s) for s in args.seeds.split(",")], args.out, args.ablation)
+        table = compare(cfg, methods, _seeds(args.seeds), args.out, args.ablation, tuned=not args.untuned)
         say(table)
+    elif args.command == "tune":
+        from .tune import best, tune
+        cfg = load_config(args.preset, _overrides(args.overrides))
+        table = tune(cfg, args.methods.split(","), args.budget, args.out, tuple(_seeds(args.seeds)))
+        say(table.to_markdown(index=False, floatfmt=".4g"))
+        say(f"best per method (validation):\n{best(table)}\nwritten to {args.out}/tuned.yaml")
     return 0
+
+
+def _seeds(text: str) -> list[int]:
+    """--seeds "0,1,2" as integers, or a ConfigError naming the option."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
 
 
 def _validate_names(cfg) -> None:

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import stats
+from tqdm.auto import tqdm
 
 from .config import RunConfig, apply_overrides
 from .metrics import summary
 from .registry import METHODS
 from .run import run_stream
 from .streams import build_stream
-from .utils import atomic_write_text
+from .tune import tuned_overrides
+from .utils import atomic_write_text, dist_info
 
 ABLATIONS = {  # COMM with one component switched off at a time
     "comm -prompts": {"prompt_depth": 0},  # re-alignment only: the frozen backbone plus the A_m maps
     "comm -self_reg": {"self_reg": "off"},
-    "comm -relevance": {"relevance": "off"},
+    "comm -relevance (uniform blend)": {"relevance": "off"},
+    "comm oracle router": {"relevance": "oracle"},
     "comm -realign": {"realign": "off"},
 }
-METRICS = ["avg_acc", "last_acc", "avg_inc_acc", "forgetting", "bwt", "fwt"]
+METRICS = ["avg_acc", "last_acc", "avg_inc_acc", "forgetting", "bwt", "growth", "fwt"]
 
 
 def variants(methods: list[str] | None, ablation: bool) -> dict[str, tuple[str, dict]]:
@@ -32,46 +37,79 @@ def variants(methods: list[str] | None, ablation: bool) -> dict[str, tuple[str, 
 
 
 def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir: str | Path,
-            ablation: bool = False) -> str:
-    """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md}."""
+            ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None) -> str:
+    """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md} and the
+    per-run table runs.csv. tuned=True starts each method from its shipped validation-tuned settings
+    (tune.py); `extra` adds labelled variants (label -> (method, params))."""
     out = Path(out_dir)
+    jobs = [(seed, label, name, params) for seed in seeds
+            for label, (name, params) in {**variants(methods, ablation), **(extra or {})}.items()]
     rows, streams = [], {}
-    for seed in seeds:
-        for label, (name, params) in variants(methods, ablation).items():
-            run_cfg = apply_overrides(cfg, {"seed": seed, "method.name": name, "train.progress": False})
-            run_cfg = apply_overrides(run_cfg, {f"method.params.{k}": v for k, v in params.items()})
-            key = (run_cfg.stream.order, seed if run_cfg.stream.order == "random" else 0)
-            if key not in streams:
-                streams[key] = build_stream(run_cfg)
-            run_dir = out / label.replace(" ", "_") / f"seed_{seed}"
-            run = run_stream(apply_overrides(run_cfg, {"out_dir": str(run_dir)}), run_dir, streams[key])
-            rows.append(summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20))
-    table = aggregate(pd.concat(rows, ignore_index=True))
+    for seed, label, name, params in tqdm(jobs, desc="compare", unit="run", disable=dist_info()[0] > 0):
+        run_cfg = apply_overrides(cfg, {"seed": seed, "method.name": name, "train.progress": False,
+                                        **(tuned_overrides(name) if tuned else {})})
+        run_cfg = apply_overrides(run_cfg, {f"method.params.{k}": v for k, v in params.items()})
+        key = (run_cfg.stream.order, seed if run_cfg.stream.order == "random" or cfg.data.vary_split else 0)
+        if key not in streams:
+            streams[key] = build_stream(run_cfg)
+        run_dir = out / label.replace(" ", "_") / f"seed_{seed}"
+        run = run_stream(apply_overrides(run_cfg, {"out_dir": str(run_dir)}), run_dir, streams[key])
+        rows.append(summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20))
+    per_run = pd.concat(rows, ignore_index=True)
+    atomic_write_text(out / "runs.csv", per_run.to_csv(index=False))
+    table = aggregate(per_run)
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
-    md = to_markdown(table)
+    md = to_markdown(table, paired_tests(per_run))
     atomic_write_text(out / "comparison.md", md)
     return md
 
 
 def aggregate(per_run: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std over seeds of every metric per (method, setting, modality)."""
+    """Mean, sample std (ddof=1) and the half-width of a 95% t-interval over seeds of every metric per
+    (method, setting, modality)."""
     grouped = per_run.groupby(["method", "setting", "modality"], sort=False)
-    table = grouped[METRICS].mean().join(grouped[METRICS].std(ddof=0), rsuffix="_std")
-    return table.assign(memory_MB=grouped.memory_MB.mean(), seeds=grouped.size()).reset_index()
+    n = grouped.size()
+    std = grouped[METRICS].std(ddof=1)
+    half = std.mul(stats.t.ppf(0.975, (n - 1).clip(lower=1)) / np.sqrt(n), axis=0)
+    table = grouped[METRICS].mean().join(std, rsuffix="_std").join(half, rsuffix="_ci95")
+    return table.assign(memory_MB=grouped.memory_MB.mean(), seeds=n).reset_index()
 
 
-def to_markdown(table: pd.DataFrame) -> str:
-    """One Markdown table per setting over all tasks, then per-modality average accuracy."""
+def paired_tests(per_run: pd.DataFrame, reference: str = "comm", metric: str = "avg_acc") -> pd.DataFrame:
+    """Paired t-test over seeds of reference against every other method, per setting (all tasks): the
+    mean difference (reference - other) and its two-sided p-value."""
+    rows = []
+    data = per_run[per_run.modality == "all"]
+    for setting in data.setting.unique():
+        ref = data[(data.setting == setting) & (data.method == reference)].set_index("seed")[metric]
+        for method in data.method.unique():
+            other = data[(data.setting == setting) & (data.method == method)].set_index("seed")[metric]
+            seeds = ref.index.intersection(other.index)
+            if method == reference or len(seeds) < 2:
+                continue
+            diff = ref[seeds] - other[seeds]
+            p = stats.ttest_rel(ref[seeds], other[seeds]).pvalue if diff.std() > 0 else float("nan")
+            rows.append(dict(setting=setting, method=method, diff=diff.mean(), p=p, seeds=len(seeds)))
+    return pd.DataFrame(rows)
+
+
+def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
+    """Per setting: a table over all tasks (mean ± 95% CI half-width), per-modality average accuracy, and
+    the paired tests of COMM against each method."""
     parts = []
     for setting in table.setting.unique():
         t = table[(table.setting == setting) & (table.modality == "all")]
         cells = t[["method"]].copy()
         for m in METRICS:
-            cells[m] = [f"{a:.3f} ± {s:.3f}" for a, s in zip(t[m], t[f"{m}_std"])]
+            cells[m] = [f"{a:.3f} ± {h:.3f}" if np.isfinite(h) else f"{a:.3f}" for a, h in zip(t[m], t[f"{m}_ci95"])]
         cells["kept MB"] = t.memory_MB.round(2).to_numpy()
-        parts += [f"### modality {setting} at test time (all tasks, mean ± std over {t.seeds.max()} seeds)",
-                  "", cells.to_markdown(index=False), ""]
+        parts += [f"### modality {setting} at test time (all tasks; mean ± 95% CI half-width over {t.seeds.max()} "
+                  "seeds, sample std)", "", cells.to_markdown(index=False), ""]
         per_mod = table[(table.setting == setting) & (table.modality != "all")]
         pivot = per_mod.pivot(index="method", columns="modality", values="avg_acc").reindex(t.method)
         parts += [f"average accuracy per modality ({setting})", "", pivot.to_markdown(floatfmt=".3f"), ""]
+        if tests is not None and len(tests):
+            pt = tests[tests.setting == setting].drop(columns="setting")
+            parts += [f"COMM minus each method, average accuracy, paired t-test over seeds ({setting})", "",
+                      pt.to_markdown(index=False, floatfmt=".3f"), ""]
     return "\n".join(parts)

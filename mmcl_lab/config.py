@@ -24,7 +24,9 @@ class DataConfig:
     depth: str = "shapes"
     n_per_class: int = 150  # samples generated (or read, at most) per class, train + test
     test_fraction: float = 0.3
+    val_fraction: float = 0.2  # of each class's training part, held out for tuning (stream.evaluate_on=val)
     seed: int = 0  # data generation seed, independent of the training seed
+    vary_split: bool = False  # True: the train/val/test split follows the run seed instead of data.seed
     cache_dir: str = ""  # "" -> $MMCL_CACHE or ~/.cache/mmcl_lab
 
 
@@ -58,6 +60,7 @@ class StreamConfig:
     tasks_per_modality: int = 2
     order: str = "interleaved"  # interleaved | blocked | random (seeded by RunConfig.seed)
     modality_id_at_test: bool = True  # False: only modality-agnostic evaluation is allowed
+    evaluate_on: str = "test"  # test | val: tuning runs score on validation data and never load the test data
 
 
 @dataclass(frozen=True)
@@ -250,8 +253,11 @@ def _check_choices(cfg: RunConfig) -> None:
             raise ConfigError(f"{key} must be at least 1, got {value}")
     if cfg.pretrain.shift < 0:
         raise ConfigError(f"pretrain.shift must be at least 0, got {cfg.pretrain.shift}")
-    if not 0.0 < cfg.data.test_fraction < 1.0:
-        raise ConfigError(f"data.test_fraction must be in (0, 1), got {cfg.data.test_fraction}")
+    for key in ("test_fraction", "val_fraction"):
+        if not 0.0 < getattr(cfg.data, key) < 1.0:
+            raise ConfigError(f"data.{key} must be in (0, 1), got {getattr(cfg.data, key)}")
+    if cfg.stream.evaluate_on not in ("test", "val"):
+        raise ConfigError(f"stream.evaluate_on {cfg.stream.evaluate_on!r}; choose from test, val")
 
 
 def to_dict(cfg: RunConfig) -> dict:

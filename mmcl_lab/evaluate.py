@@ -18,9 +18,16 @@ def label_space(stream, step: int, task, setting: str) -> list[int]:
     return classes
 
 
+def _accuracy(model, z, y, classes: list[int]) -> float:
+    pred = torch.tensor(classes, device=z.device)[model.logits(z, classes).argmax(1)]
+    return (pred == y).float().mean().item() if len(y) else float("nan")
+
+
 @torch.no_grad()
 def evaluate(model, method, stream, step: int, device: torch.device) -> list[dict]:
-    """One row per (setting, task): step, task, modality, setting, metric, value, n."""
+    """One row per (setting, task): step, task, modality, setting, metric, value, n. metric "acc" is over
+    label_space(); for the task just trained, "acc_final_space" is the same model over the stream's final
+    label space, which separates label-space growth from forgetting (metrics.label_growth)."""
     model.eval()
     settings = SETTINGS if stream.modality_id_at_test else ("agnostic",)
     rows = []
@@ -28,11 +35,11 @@ def evaluate(model, method, stream, step: int, device: torch.device) -> list[dic
         for task in stream:
             x, y = task.test_x.to(device), task.test_y.to(device)
             z = method.embed(model, x, task.feature_space, task.modality if setting == "known" else None)
-            classes = label_space(stream, step, task, setting)
-            pred = torch.tensor(classes, device=device)[model.logits(z, classes).argmax(1)]
-            acc = (pred == y).float().mean().item() if len(y) else float("nan")
-            rows.append(dict(step=step, task=task.id, modality=task.modality, setting=setting,
-                             metric="acc", value=acc, n=len(y)))
+            row = dict(step=step, task=task.id, modality=task.modality, setting=setting, n=len(y))
+            rows.append({**row, "metric": "acc", "value": _accuracy(model, z, y, label_space(stream, step, task, setting))})
+            if task.id == step:
+                final = label_space(stream, len(stream) - 1, task, setting)
+                rows.append({**row, "metric": "acc_final_space", "value": _accuracy(model, z, y, final)})
     return rows
 
 
@@ -49,10 +56,7 @@ def zero_shot_table(model, stream, device: torch.device | str = "cpu") -> list[d
         y = torch.cat([t.test_y for t in tasks]).to(device)
         own = [c for t in tasks for c in t.classes]
         everything = list(range(len(stream.class_names)))
-        acc = {}
-        for setting, classes in (("known", own), ("agnostic", everything)):
-            pred = torch.tensor(classes, device=device)[model.logits(z, classes).argmax(1)]
-            acc[setting] = (pred == y).float().mean().item()
+        acc = {setting: _accuracy(model, z, y, classes) for setting, classes in (("known", own), ("agnostic", everything))}
         nearest = y[model.logits(z, own).argmax(0)]  # (C,) the class of each text's nearest sample
         recall = (nearest == torch.tensor(own, device=device)).float().mean().item()
         rows.append(dict(modality=m, known=acc["known"], agnostic=acc["agnostic"], text_to_sample_r1=recall,

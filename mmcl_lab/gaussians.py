@@ -11,15 +11,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class GaussianBank:
-    """Mean and covariance of vectors per integer key (a class id or a modality index)."""
+COVARIANCES = ("full", "lowrank", "diag")
 
-    def __init__(self, covariance: str = "full", shrinkage: float = 0.1):
-        if covariance not in ("full", "diag"):
-            raise ValueError(f"covariance must be 'full' or 'diag', got {covariance!r}")
-        self.covariance, self.shrinkage = covariance, shrinkage
+
+class GaussianBank:
+    """Mean and covariance of vectors per integer key (a class id or a modality index). The covariance is
+    kept full (a Cholesky factor, E x E), low-rank (the top `rank` principal directions, E x rank, plus an
+    isotropic rest) or diagonal (E standard deviations): less memory, coarser pseudo-features."""
+
+    def __init__(self, covariance: str = "full", shrinkage: float = 0.1, rank: int = 8):
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}")
+        self.covariance, self.shrinkage, self.rank = covariance, shrinkage, rank
         self.mean: dict[int, Tensor] = {}
-        self.scale: dict[int, Tensor] = {}  # Cholesky factor (full) or standard deviations (diag)
+        self.scale: dict[int, Tensor] = {}  # Cholesky factor (full), principal factor (lowrank) or stds (diag)
+        self.rest: dict[int, Tensor] = {}  # lowrank: the isotropic standard deviation outside the factor, (1,)
 
     def add(self, key: int, z: Tensor) -> None:
         """Fit the Gaussian of key to z (N, E), replacing any earlier fit."""
@@ -31,19 +37,34 @@ class GaussianBank:
         target = torch.eye(len(mean), dtype=cov.dtype) * cov.diagonal().mean().clamp_min(1e-8)
         cov = (1 - self.shrinkage) * cov + self.shrinkage * target
         self.mean[key] = mean.float()
-        self.scale[key] = (torch.linalg.cholesky(cov) if self.covariance == "full" else cov.diagonal().sqrt()).float()
+        if self.covariance == "full":
+            self.scale[key] = torch.linalg.cholesky(cov).float()
+        elif self.covariance == "diag":
+            self.scale[key] = cov.diagonal().sqrt().float()
+        else:
+            values, vectors = torch.linalg.eigh(cov)  # ascending
+            k = min(self.rank, len(mean) - 1)
+            rest = values[:-k].mean()  # the variance left outside the top-k directions, spread evenly
+            self.scale[key] = (vectors[:, -k:] * (values[-k:] - rest).clamp_min(0).sqrt()).float()  # (E, k)
+            self.rest[key] = rest.clamp_min(0).sqrt().reshape(1).float()
 
     def sample(self, key: int, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws (n, E) from the Gaussian of key."""
         mean, scale = self.mean[key], self.scale[key]
         eps = torch.randn(n, len(mean), generator=generator).to(mean.device)
-        return mean + (eps @ scale.T if self.covariance == "full" else eps * scale)
+        if self.covariance == "full":
+            return mean + eps @ scale.T
+        if self.covariance == "diag":
+            return mean + eps * scale
+        low = torch.randn(n, scale.shape[1], generator=generator).to(mean.device)
+        return mean + low @ scale.T + eps * self.rest[key]
 
     def keys(self) -> list[int]:
         return sorted(self.mean)
 
     def state_dict(self, prefix: str) -> dict[str, Tensor]:
         out = {f"{prefix}.mean.{k}": v for k, v in self.mean.items()}
+        out |= {f"{prefix}.rest.{k}": v for k, v in self.rest.items()}
         return out | {f"{prefix}.scale.{k}": v for k, v in self.scale.items()}
 
     def load_state_dict(self, state: dict, prefix: str) -> None:

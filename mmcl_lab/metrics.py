@@ -58,6 +58,14 @@ def forward_transfer(R: np.ndarray, init: np.ndarray, tasks: Sequence[int] | Non
     return _mean([R[j - 1, j] - init[j] for j in _cols(R, tasks) if j >= 1])
 
 
+def label_growth(R: np.ndarray, final_space: np.ndarray, tasks: Sequence[int] | None = None) -> float:
+    """G = mean over j < T-1 of R[j, j] - final_space[j]: how much task j's accuracy right after training
+    drops only because the label space grows to its final size (the same model, more classes to choose
+    from). A never-trained model has BWT = -G exactly; BWT + G is the forgetting that growth does not explain."""
+    T = R.shape[0]
+    return _mean([R[j, j] - final_space[j] for j in _cols(R, tasks) if j < T - 1])
+
+
 def accuracy_matrix(results: pd.DataFrame, setting: str = "known") -> tuple[np.ndarray, np.ndarray]:
     """(R, init) from the tidy results table: R is (steps, tasks), init the step -1 row."""
     acc = results[(results.metric == "acc") & (results.setting == setting)]
@@ -75,8 +83,10 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
         R, init = accuracy_matrix(results, setting)
         if R.shape[0] < R.shape[1]:
             continue  # an unfinished run: metrics need a square matrix
-        first = results[(results.setting == setting) & (results.step == results.step.max())]
+        first = results[(results.setting == setting) & (results.step == results.step.max()) & (results.metric == "acc")]
         first = first.sort_values("task")
+        diag = results[(results.setting == setting) & (results.metric == "acc_final_space")]
+        final_space = diag.set_index("task").value.reindex(range(R.shape[1])).to_numpy()
         n_test, modality = first.n.to_numpy(), first.modality.to_numpy()
         groups = {"all": None, **{m: np.flatnonzero(modality == m).tolist() for m in dict.fromkeys(modality)}}
         for name, cols in groups.items():
@@ -84,5 +94,5 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
                              avg_acc=average_accuracy(R, cols), last_acc=last_accuracy(R, n_test, cols),
                              avg_inc_acc=average_incremental_accuracy(R, cols),
                              forgetting=forgetting(R, cols), bwt=backward_transfer(R, cols),
-                             fwt=forward_transfer(R, init, cols)))
+                             growth=label_growth(R, final_space, cols), fwt=forward_transfer(R, init, cols)))
     return pd.DataFrame(rows)

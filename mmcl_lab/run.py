@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .config import RunConfig, from_yaml, to_yaml
 from .evaluate import evaluate
-from .methods import Method, check_assumptions, create_method
+from .methods import Context, Method, check_assumptions, create_method
 from .model import build_model
 from .pretrain import weights_checksum
 from .probe import capture
@@ -158,7 +158,8 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     method = create_method(cfg.method)
     model = build_model(stream, cfg.model, pretrained=method.pretrained).to(device)
     check_assumptions(method, stream)
-    method.setup(model, stream)
+    context = Context(cfg.stream.modalities, device, cfg.seed, stream.backbone)
+    method.setup(model, context)
     done, results = run.latest_step(), run.results()
     rank, world = dist_info()
     if done is None:
@@ -170,14 +171,17 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
         results = _record(run, results, model, method, stream, -1, device)
         start = 0
     else:
+        for task in stream.tasks[:done + 1]:
+            context.reveal(task)
         run.load_checkpoint(done, model, method)
         results = results[results.step <= done]  # rows of an unfinished step are recomputed
         start = done + 1
     for task in stream.tasks[start:]:
         if stop_after is not None and task.id > stop_after:
             break
+        context.reveal(task)
         method.before_task(model, task)
-        method.fit_task(model, task, cfg.train, cfg.seed, device)
+        method.fit_task(model, task, cfg.train)
         method.after_task(model, task)
         results = _record(run, results, model, method, stream, task.id, device)
         if rank == 0:

@@ -40,7 +40,7 @@ class Task:
     class_names: tuple[str, ...]
     train_x: Tensor  # (N, T, F) frozen features
     train_y: Tensor  # (N,) global class ids
-    test_x: Tensor
+    test_x: Tensor  # evaluation data: the test part, or the validation part (stream.evaluate_on=val)
     test_y: Tensor
     train_index: np.ndarray  # rows of the modality's RawData, for showing the raw signals
     test_index: np.ndarray
@@ -158,8 +158,13 @@ def _load_modality(cfg: RunConfig, m: str, progress: bool) -> tuple[RawData, Ten
 def _make_task(tid: int, modality: str, space: str, raw: RawData, tokens: Tensor, local: np.ndarray,
                global_ids: tuple[int, ...], cfg: RunConfig) -> Task:
     rows = np.flatnonzero(np.isin(raw.y, local))
-    train_rel, test_rel = split_indices(raw.y[rows], cfg.data.test_fraction, cfg.data.seed)
-    train_idx, test_idx = rows[train_rel], rows[test_rel]
+    split_seed = cfg.seed if cfg.data.vary_split else cfg.data.seed
+    train_rel, test_rel = split_indices(raw.y[rows], cfg.data.test_fraction, split_seed)
+    fit_rel, val_rel = split_indices(raw.y[rows][train_rel], cfg.data.val_fraction, split_seed + 1)
+    # Training always uses the fit part; evaluation uses the test part, or -- for tuning -- the validation
+    # part, in which case the test data never enters the stream.
+    train_idx = rows[train_rel][fit_rel]
+    test_idx = rows[train_rel][val_rel] if cfg.stream.evaluate_on == "val" else rows[test_rel]
     to_global = np.full(len(raw.class_names), -1, dtype=np.int64)
     to_global[local] = global_ids
     train_y, test_y = (torch.from_numpy(to_global[raw.y[idx]]) for idx in (train_idx, test_idx))

@@ -54,9 +54,10 @@ def n_batches(pools: list[Batch], batch_size: int) -> int:
     return sum(-(-len(p.y) // batch_size) for p in pools)
 
 
-def train_task(model, method, task: Task, cfg: TrainConfig, seed: int, device: torch.device) -> None:
-    """Optimise method.parameters() on task for cfg.epochs epochs with AdamW (data-parallel under torchrun,
-    mixed precision on CUDA)."""
+def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,
+               device: torch.device) -> None:
+    """Optimise method.parameters() on task for cfg.epochs epochs with AdamW, mini-batches shuffled by
+    generator (data-parallel under torchrun, mixed precision on CUDA)."""
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.parameters(model, task)]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
               for g in groups]
@@ -67,8 +68,6 @@ def train_task(model, method, task: Task, cfg: TrainConfig, seed: int, device: t
     pools = method.training_batches(task)
     if sum(len(p.y) for p in pools) == 0:
         raise ValueError(f"task {task.id} ({task.modality}) has no training samples")
-    # Batch order comes from its own generator (seed, task): resuming reproduces it exactly.
-    generator = torch.Generator().manual_seed(seed * 100_003 + task.id)
     total = cfg.epochs * n_batches(pools, cfg.batch_size)
     rank, world = dist_info()
     params = [p for g in groups for p in g["params"]]

@@ -13,7 +13,7 @@ from mmcl_lab.config import ConfigError, MethodConfig, apply_overrides, from_yam
 from mmcl_lab.data import RawData, load_raw
 from mmcl_lab.data.folder import read_folder
 from mmcl_lab.encoders import create_encoder
-from mmcl_lab.methods import create_method, cross_entropy
+from mmcl_lab.methods import Context, create_method, cross_entropy
 from mmcl_lab.model import build_model
 from mmcl_lab.run import load_tensors, resume, run_stream
 from mmcl_lab.streams import Task
@@ -108,9 +108,9 @@ def test_empty_task_is_refused(ci_cfg, ci_stream):
                  t.test_x, t.test_y, t.train_index[:0], t.test_index, t.probe)
     model = build_model(ci_stream, ci_cfg.model)
     method = create_method(MethodConfig("finetune"))
-    method.setup(model, ci_stream)
+    method.setup(model, Context.replay(ci_stream, 0))
     with pytest.raises(ValueError, match="task 0 \\(image\\) has no training samples"):
-        train_task(model, method, empty, ci_cfg.train, 0, torch.device("cpu"))
+        train_task(model, method, empty, ci_cfg.train, torch.Generator(), torch.device("cpu"))
 
 
 def test_nan_features_stop_training_and_keep_the_last_checkpoint(ci_cfg, ci_stream, tmp_path):

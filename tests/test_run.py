@@ -13,7 +13,10 @@ def test_ci_run_writes_a_complete_run_directory(ci_cfg, ci_stream, tmp_path):
     results = run.results()
     n = len(ci_stream)
     assert set(results.step) == set(range(-1, n))
-    assert len(results) == (n + 1) * n * 2  # steps x tasks x {known, agnostic}
+    acc = results[results.metric == "acc"]
+    assert len(acc) == (n + 1) * n * 2  # steps x tasks x {known, agnostic}
+    diagonal = results[results.metric == "acc_final_space"]  # the just-trained task over the final label space
+    assert len(diagonal) == n * 2 and (diagonal.step == diagonal.task).all()
     assert results.value.between(0, 1).all()
     assert run.latest_step() == n - 1
     for name in ("config.yaml", "provenance.json", "probes/meta.json"):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,62 @@ from ..model import AlignmentModel
 from ..registry import METHODS
 from ..streams import Batch, Task, TaskStream
 
+if TYPE_CHECKING:
+    from ..pretrain import Backbone
+
 register_method = METHODS.register
+
+
+class Context:
+    """What a method may know: the scenario's modalities, the device, the pretrained backbone, one seeded
+    source of randomness, and the tasks revealed so far -- the finished ones and the current one. The
+    runner reveals each task as it begins; future tasks are not reachable from here."""
+
+    def __init__(self, modalities: tuple[str, ...], device: torch.device, seed: int,
+                 backbone: Backbone | None = None):
+        self.modalities = tuple(modalities)  # declared by the scenario (config), not read off the tasks
+        self.device = torch.device(device)
+        self.seed = seed
+        self.backbone = backbone
+        self._tasks: list[Task] = []
+
+    @property
+    def tasks(self) -> tuple[Task, ...]:
+        """The finished tasks and the current one, in order (task ids 0..current)."""
+        return tuple(self._tasks)
+
+    @property
+    def task(self) -> Task:
+        """The current task."""
+        if not self._tasks:
+            raise LookupError("no task has begun yet")
+        return self._tasks[-1]
+
+    def reveal(self, task: Task) -> None:
+        """The runner's call as task begins; tasks come in order, once each."""
+        if task.id != len(self._tasks):
+            raise ValueError(f"task {task.id} revealed after {len(self._tasks)} tasks; tasks come in order")
+        self._tasks.append(task)
+
+    def seen_classes(self, upto: int | None = None, modality: str | None = None) -> list[int]:
+        """Class ids of tasks 0..upto (default: up to the current one), optionally of one modality."""
+        upto = len(self._tasks) - 1 if upto is None else upto
+        return [c for t in self._tasks[:upto + 1] if modality in (None, t.modality) for c in t.classes]
+
+    def rng(self, purpose: str) -> torch.Generator:
+        """A CPU generator seeded by (run seed, purpose, current task): every random choice a method makes
+        (memory selection, pseudo-features, initialisation, batch order) draws from one of these, so the run
+        seed varies all of them and resuming after a task reproduces them."""
+        digest = hashlib.sha256(f"{self.seed}|{purpose}|{len(self._tasks) - 1}".encode()).digest()
+        return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+    @classmethod
+    def replay(cls, stream: TaskStream, upto: int = -1, device: torch.device | str = "cpu", seed: int = 0) -> "Context":
+        """A context for a stream with tasks 0..upto revealed (for notebooks and tests that drive the hooks)."""
+        ctx = cls(tuple(stream.modalities), torch.device(device), seed, stream.backbone)
+        for task in stream.tasks[:upto + 1]:
+            ctx.reveal(task)
+        return ctx
 
 
 @dataclass(frozen=True)
@@ -40,11 +96,11 @@ class Method:
 
     def __init__(self, cfg: Any = None):
         self.cfg = cfg if cfg is not None else self.Config()
-        self.stream: TaskStream | None = None
+        self.ctx: Context | None = None
 
-    def setup(self, model: AlignmentModel, stream: TaskStream) -> None:
-        """Called once with the model and the stream before any task."""
-        self.stream = stream
+    def setup(self, model: AlignmentModel, context: Context) -> None:
+        """Called once with the model and the method's context (no task revealed yet) before any task."""
+        self.ctx = context
 
     def parameters(self, model: AlignmentModel, task: Task) -> list:
         """What the optimiser updates during task: parameters, or param groups with an 'lr_scale'."""
@@ -74,11 +130,10 @@ class Method:
         """Embeddings (B, E) for the loss, evaluation and probes (aligned=False skips any re-alignment)."""
         return model.embed(x, space)
 
-    def fit_task(self, model: AlignmentModel, task: Task, train: TrainConfig, seed: int,
-                 device: torch.device) -> None:
+    def fit_task(self, model: AlignmentModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""
         from ..train import train_task
-        train_task(model, self, task, train, seed, device)
+        train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device)
 
     def state_dict(self) -> dict[str, Any]:
         """Tensors and JSON-able values needed to resume after a task."""

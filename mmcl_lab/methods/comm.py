@@ -22,18 +22,21 @@ class COMMConfig:
     prompt_depth: int = 4  # layers that get prefix tokens (deep prompts); 0 = no prompts (re-alignment only)
     self_reg: str = "l2"  # inferred 3: l2 (embedding shift) | kl (logit distributions) | off
     lambda_sr: float = 1.0
-    relevance: str = "learned"  # inferred 4: learned R_t | off (own prompts only; uniform when hidden)
+    relevance: str = "learned"  # inferred 4: learned R_t | off (own prompts; uniform blend when hidden) | oracle
+    # (own prompts; routed by the true modality, read off the input's encoder, when hidden)
     relevance_training: str = "before"  # inferred 4: before the task on pseudo-features | joint
     lambda_r: float = 1.0  # weight of the relevance loss when relevance_training=joint
     relevance_epochs: int = 30
     realign: str = "modality"  # inferred 5: one map A_m per modality | shared (one map) | off
-    covariance: str = "full"  # inferred 5: full | diag, per class
+    covariance: str = "full"  # inferred 5: full | lowrank | diag, per class (memory: E^2, E*rank, E floats)
+    covariance_rank: int = 8  # directions kept by covariance=lowrank
+    stat_classes_per_task: int = 0  # keep statistics of only the first k classes of each task (0 = all)
     align_samples: int = 128  # pseudo-features per class in the re-alignment stage
     align_epochs: int = 5
     align_lr: float = 1e-3
 
 
-CHOICES = {"self_reg": ("l2", "kl", "off"), "relevance": ("learned", "off"),
+CHOICES = {"self_reg": ("l2", "kl", "off"), "relevance": ("learned", "off", "oracle"),
            "relevance_training": ("before", "joint"), "realign": ("modality", "shared", "off")}
 
 
@@ -52,24 +55,24 @@ class COMM(Method):
             if getattr(self.cfg, field) not in allowed:
                 raise ConfigError(f"comm {field}={getattr(self.cfg, field)!r}; choose from {', '.join(allowed)}")
 
-    def setup(self, model, stream):
-        super().setup(model, stream)
+    def setup(self, model, context):
+        super().setup(model, context)
         self.device, self.dim, e = model.class_text.device, model.cfg.dim, model.class_text.shape[1]
         self.depth = min(self.cfg.prompt_depth, model.cfg.layers)
-        self.mods = stream.modalities
+        self.mods = list(context.modalities)
         self.prompts = nn.ParameterDict()  # task id -> (D, L, dim)
         self.alpha = nn.ParameterDict()  # modality -> weights over its earlier tasks' prompts
         self.relevance = nn.Linear(e, len(self.mods)).to(self.device)  # R_t on prompt-free embeddings
         n_maps = len(self.mods) if self.cfg.realign == "modality" else 1
         self.align = nn.ModuleList([identity_map(e) for _ in range(n_maps)]).to(self.device)
-        self.class_stats = GaussianBank(self.cfg.covariance)  # per class, of z
-        self.query_stats = GaussianBank(self.cfg.covariance)  # per task, of the prompt-free q(x)
+        self.class_stats = GaussianBank(self.cfg.covariance, rank=self.cfg.covariance_rank)  # per class, of z
+        self.query_stats = GaussianBank(self.cfg.covariance, rank=self.cfg.covariance_rank)  # per task, of q(x)
         self.seen: list[str] = []  # modality of each finished task
         self.training_now = False
 
     # ---- prompts ---------------------------------------------------------------------------------------
     def _tasks_of(self, modality: str) -> list[str]:
-        return [k for k in self.prompts if self.stream[int(k)].modality == modality]
+        return [k for k in self.prompts if self.ctx.tasks[int(k)].modality == modality]
 
     def aggregate(self, modality: str) -> Tensor:
         """Pbar_m = P_latest + sum_j softmax(alpha_m)_j * stopgrad(P_j) over earlier tasks of modality."""
@@ -86,13 +89,15 @@ class COMM(Method):
         """r(x): (B, M) weights over modalities. One-hot on the given modality at test time (and always
         when relevance is off); softmax(R_t(q(x))) over seen modalities otherwise; uniform over seen
         modalities when nothing can be learned yet, or relevance is off and the modality is hidden."""
+        if self.cfg.relevance == "oracle" and modality is None:  # the encoder tells the modality here
+            modality = next((t.modality for t in self.ctx.tasks if t.feature_space == space), None)
         seen = [m for m in self.mods if m in self.seen or m == modality] or self.mods  # nothing yet: all
-        if modality is not None and (self.cfg.relevance == "off" or not self.training_now):
+        if modality is not None and (self.cfg.relevance != "learned" or not self.training_now):
             r = torch.zeros(len(self.mods), device=x.device)
             r[self.mods.index(modality)] = 1.0
             return r.expand(len(x), -1)
         mask = torch.tensor([m in seen for m in self.mods], device=x.device)
-        if self.cfg.relevance == "off" or len(seen) == 1:
+        if self.cfg.relevance != "learned" or len(seen) == 1:
             return (mask.float() / mask.sum()).expand(len(x), -1)
         with torch.no_grad():
             q = model.embed(x, space)  # the prompt-free embedding
@@ -126,6 +131,7 @@ class COMM(Method):
                                                               device=self.device))
         if earlier:
             self.alpha[task.modality] = nn.Parameter(torch.zeros(len(earlier), device=self.device))
+        self.joint_rng = self.ctx.rng("relevance pseudo-features (joint)")
         if self.cfg.relevance == "learned" and self.cfg.relevance_training == "before" and self.seen:
             self._train_relevance(model, task)
 
@@ -149,32 +155,35 @@ class COMM(Method):
             if self.cfg.self_reg == "l2":
                 sr = ((z - old) ** 2).sum(-1).mean()
             else:
-                classes = self.stream.seen_classes(task.id, task.modality)
+                classes = self.ctx.seen_classes(task.id, task.modality)
                 sr = distill(model.logits(z, classes), model.logits(old, classes), 1.0)
             loss = loss + self.cfg.lambda_sr * sr
             logs["sr"] = sr.item()
         if self.cfg.relevance == "learned" and self.cfg.relevance_training == "joint":
-            lr_loss = self._relevance_loss(model, batch.x, batch.space, task, n_pseudo=len(batch.y))
+            with torch.no_grad():
+                q = model.embed(batch.x, batch.space)
+            lr_loss = self._relevance_loss(q, task, self.joint_rng)
             loss = loss + self.cfg.lambda_r * lr_loss
             logs["relevance"] = lr_loss.item()
         return loss, logs
 
-    def _relevance_loss(self, model, x, space, task, n_pseudo: int, generator=None) -> Tensor:
-        with torch.no_grad():
-            q = model.embed(x, space)
+    def _relevance_loss(self, q: Tensor, task, generator: torch.Generator) -> Tensor:
+        """Cross-entropy of R_t on the current task's prompt-free embeddings q (B, E), labelled with its
+        modality, plus as many Gaussian pseudo-features of earlier tasks, labelled with theirs."""
         feats, labels = [q], [torch.full((len(q),), self.mods.index(task.modality))]
         old_tasks = self.query_stats.keys()
         for tid in old_tasks:  # Gaussian pseudo-features of every earlier task's prompt-free embedding
-            feats.append(self.query_stats.sample(tid, max(1, n_pseudo // len(old_tasks)), generator))
-            labels.append(torch.full((len(feats[-1]),), self.mods.index(self.stream[tid].modality)))
+            feats.append(self.query_stats.sample(tid, max(1, len(q) // len(old_tasks)), generator))
+            labels.append(torch.full((len(feats[-1]),), self.mods.index(self.ctx.tasks[tid].modality)))
         return F.cross_entropy(self.relevance(torch.cat(feats)), torch.cat(labels).to(self.device))
 
     def _train_relevance(self, model, task):
         opt = torch.optim.Adam(self.relevance.parameters(), lr=1e-2)
-        generator = torch.Generator().manual_seed(40_000 + task.id)
-        x = task.train_x.to(self.device)
+        generator = self.ctx.rng("relevance pseudo-features")
+        with torch.no_grad():  # the backbone is frozen: the prompt-free embeddings are computed once
+            q = model.embed(task.train_x.to(self.device), task.feature_space)
         for _ in range(self.cfg.relevance_epochs):
-            loss = self._relevance_loss(model, x, task.feature_space, task, n_pseudo=len(x), generator=generator)
+            loss = self._relevance_loss(q, task, generator)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -187,21 +196,21 @@ class COMM(Method):
         with torch.no_grad():
             self.query_stats.add(task.id, model.embed(x, task.feature_space))
             z = self.embed(model, x, task.feature_space, task.modality, aligned=False)
-        for c in task.classes:
+        for c in task.classes[:self.cfg.stat_classes_per_task or None]:
             self.class_stats.add(c, z[y == c])
         if self.cfg.realign != "off":
             self._realign(model, task, z, y)
 
     def _realign(self, model, task, z_now, y_now):
         """Fit each alignment map on Gaussian samples of old classes plus the current real embeddings."""
-        generator = torch.Generator().manual_seed(50_000 + task.id)
+        generator = self.ctx.rng("re-alignment")
         groups = self.mods if self.cfg.realign == "modality" else [None]
-        seen_all = self.stream.seen_classes(task.id)
+        seen_all = self.ctx.seen_classes(task.id)
         for i, modality in enumerate(groups):
-            classes = self.stream.seen_classes(task.id, modality)
+            classes = self.ctx.seen_classes(task.id, modality)
             if not classes:
                 continue
-            old = [c for c in classes if c not in task.classes]
+            old = [c for c in classes if c not in task.classes and c in self.class_stats.mean]
             n = self.cfg.align_samples
             samples = [self.class_stats.sample(c, n, generator) for c in old]
             labels = [torch.full((n,), c, device=self.device) for c in old]

@@ -29,8 +29,8 @@ class EWC(Method):
 
     Config = EWCConfig
 
-    def setup(self, model, stream):
-        super().setup(model, stream)
+    def setup(self, model, context):
+        super().setup(model, context)
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 

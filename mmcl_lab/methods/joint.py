@@ -11,21 +11,32 @@ from .base import Method, cross_entropy, register_method
 @register_method("joint")
 class Joint(Method):
     """Cumulative training (Avalanche's "Cumulative"): at each step, train on the union of all tasks so far
-    with cross-entropy over all seen classes. Not a continual method: it stores all data."""
+    with cross-entropy over all seen classes. Not a continual method: it keeps a copy of all data."""
 
     uses_memory = True
 
+    def setup(self, model, context):
+        super().setup(model, context)
+        self.data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # task id -> copies of (x, y)
+
+    def before_task(self, model, task):
+        self.data[task.id] = (task.train_x.clone(), task.train_y.clone())
+
     def training_batches(self, task):
-        pools: dict[tuple[str, str], list] = {}
-        for t in self.stream.tasks[: task.id + 1]:
-            pools.setdefault((t.feature_space, t.modality), []).append(t)
-        return [Batch(torch.cat([t.train_x for t in ts]), torch.cat([t.train_y for t in ts]), space, modality)
-                for (space, modality), ts in pools.items()]
+        pools: dict[tuple[str, str], list[int]] = {}
+        for t in self.ctx.tasks:
+            pools.setdefault((t.feature_space, t.modality), []).append(t.id)
+        return [Batch(torch.cat([self.data[i][0] for i in ids]), torch.cat([self.data[i][1] for i in ids]),
+                      space, modality) for (space, modality), ids in pools.items()]
 
     def loss(self, model, batch, task):
         z = self.embed(model, batch.x, batch.space, batch.modality)
-        ce = cross_entropy(model, z, batch.y, self.stream.seen_classes(task.id))
+        ce = cross_entropy(model, z, batch.y, self.ctx.seen_classes())
         return ce, {"ce": ce.item()}
 
-    def memory_bytes(self) -> int:
-        return sum(t.train_x.numel() * t.train_x.element_size() for t in self.stream.tasks)
+    def state_dict(self):
+        return {f"{part}.{i}": t for i, (x, y) in self.data.items() for part, t in (("x", x), ("y", y))}
+
+    def load_state_dict(self, state):
+        ids = sorted({int(k.split(".")[1]) for k in state if k.startswith("x.")})
+        self.data = {i: (state[f"x.{i}"], state[f"y.{i}"]) for i in ids}

@@ -30,14 +30,15 @@ class L2P(Method):
 
     Config = L2PConfig
 
-    def setup(self, model, stream):
-        super().setup(model, stream)
+    def setup(self, model, context):
+        super().setup(model, context)
         dim, e = model.cfg.dim, model.class_text.shape[1]
         device = model.class_text.device
         depth = max(1, min(self.cfg.prompt_depth, model.cfg.layers))
+        init = context.rng("prompt pool init")
         self.prompts = nn.Parameter(0.02 * torch.randn(self.cfg.pool_size, depth, self.cfg.prompt_length, dim,
-                                                       device=device))
-        self.keys = nn.Parameter(F.normalize(torch.randn(self.cfg.pool_size, e, device=device), dim=-1))
+                                                       generator=init).to(device))
+        self.keys = nn.Parameter(F.normalize(torch.randn(self.cfg.pool_size, e, generator=init), dim=-1).to(device))
 
     def parameters(self, model, task):
         return [self.prompts, self.keys]

@@ -24,6 +24,13 @@ def distill(student_logits, teacher_logits, temperature: float):
                     log_target=True, reduction="batchmean") * t * t
 
 
+def snapshot_bytes(model) -> int:
+    """Bytes of a kept model copy (parameters and buffers); 0 for none."""
+    if model is None:
+        return 0
+    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+
+
 @register_method("lwf")
 class LwF(Method):
     """Li & Hoiem, "Learning without Forgetting", TPAMI 2017: on new data, keep the predictions over old
@@ -31,12 +38,18 @@ class LwF(Method):
 
     Config = LwFConfig
 
+    teacher = None
+
     def before_task(self, model, task):
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False) if task.id > 0 else None
 
-    def distill_classes(self, task) -> list[int] | None:
+    def distill_classes(self, task) -> list[int]:
         """The class texts whose similarity distribution is distilled: the old classes."""
-        return self.stream.seen_classes(task.id - 1)
+        return self.ctx.seen_classes(task.id - 1)
+
+    def memory_bytes(self) -> int:
+        """The snapshot of the model kept while the next task trains."""
+        return snapshot_bytes(self.teacher)
 
     def loss(self, model, batch, task):
         z = self.embed(model, batch.x, batch.space, batch.modality)

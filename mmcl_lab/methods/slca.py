@@ -14,7 +14,7 @@ from .base import Method, register_method
 @dataclass(frozen=True)
 class SLCAConfig:
     lr_scale: float = 0.1  # slow learner: the head trains at this fraction of train.lr
-    covariance: str = "full"  # full | diag
+    covariance: str = "full"  # full | lowrank | diag
     align_samples: int = 128  # pseudo-features drawn per class
     align_epochs: int = 5
     align_lr: float = 1e-3
@@ -29,8 +29,8 @@ class SLCA(Method):
 
     Config = SLCAConfig
 
-    def setup(self, model, stream):
-        super().setup(model, stream)
+    def setup(self, model, context):
+        super().setup(model, context)
         self.bank = GaussianBank(self.cfg.covariance)
         self.align = identity_map(model.class_text.shape[1]).to(model.class_text.device)
 
@@ -49,8 +49,8 @@ class SLCA(Method):
 
     def after_task(self, model, task):
         self._fit_stats(model, task)
-        generator = torch.Generator().manual_seed(30_000 + task.id)
-        seen = self.stream.seen_classes(task.id)
+        generator = self.ctx.rng("classifier alignment")
+        seen = self.ctx.seen_classes(task.id)
         n = self.cfg.align_samples
         samples = torch.cat([self.bank.sample(c, n, generator) for c in seen])
         labels = torch.tensor(seen, device=samples.device).repeat_interleave(n)

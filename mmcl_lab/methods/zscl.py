@@ -9,7 +9,7 @@ import torch
 
 from ..train import iterate_batches
 from .base import Method, register_method
-from .lwf import distill
+from .lwf import distill, snapshot_bytes
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,22 @@ class ZSCL(Method):
 
     Config = ZSCLConfig
 
-    def setup(self, model, stream):
-        super().setup(model, stream)
-        if stream.backbone is None:
+    def setup(self, model, context):
+        super().setup(model, context)
+        if context.backbone is None:
             raise ValueError("zscl needs a pretrained backbone with its corpus (build_stream(..., pretrained=True))")
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the pretrained model
-        corpus = stream.backbone.corpus
+        corpus = context.backbone.corpus
         self.teacher.class_text = corpus.class_text.to(model.class_text.device)  # the reference vocabulary
         self.reference = corpus.pools
 
+    def memory_bytes(self) -> int:
+        """The frozen pretrained model kept as the teacher (the reference corpus is shared, external data)."""
+        return snapshot_bytes(self.teacher)
+
     def before_task(self, model, task):
         # Reference batches and the ensemble restart per task, so resuming after a task reproduces them.
-        self.generator = torch.Generator().manual_seed(60_000 + task.id)
+        self.generator = self.ctx.rng("reference batches")
         self.ref_batches = iter(())
         self.average = [p.detach().clone() for p in model.parameters()]
         self.n_averaged, self.steps = 1, 0

@@ -26,6 +26,8 @@ def report(run_dir: str | Path) -> str:
     from .run import Run
 
     run = Run(run_dir)
+    if not (run.path / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
     results = run.results()
     if results.empty:
         return f"{run_dir}: no results yet"
@@ -68,6 +70,7 @@ def pretrain_report(cfg) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the mmcl-lab console script."""
     parser = argparse.ArgumentParser(prog="mmcl-lab", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p_pre = sub.add_parser("pretrain", help="build (or read from the cache) the pretrained backbone and print "
                                             "its zero-shot accuracy on the stream")
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="train a preset on its task stream and write a run directory")
     p_run.add_argument("--preset", default="default", help="ci | default | paper, or a config.yaml path")
     p_run.add_argument("--out", default=None, help="run directory (default: the config's out_dir)")
+    p_run.add_argument("--tuned", action="store_true", help="start from the method's shipped validation-tuned "
+                                                           "settings (mmcl_lab/tuned.yaml); overrides still win")
     p_run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.name=comm train.epochs=3")
     p_resume = sub.add_parser("resume", help="continue a run after its newest complete checkpoint")
     p_resume.add_argument("run_dir")
@@ -86,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     p_cmp.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
     p_cmp.add_argument("--seeds", default="0,1,2,3,4")
     p_cmp.add_argument("--ablation", action="store_true", help="also run COMM with each component off")
+    p_cmp.add_argument("--memory", action="store_true", help="also sweep kept memory: ER buffer sizes, COMM's and "
+                                                               "SLCA's covariance forms")
     p_cmp.add_argument("--untuned", action="store_true", help="use the preset's settings, not the shipped "
                                                                   "validation-tuned ones (mmcl_lab/tuned.yaml)")
     p_cmp.add_argument("--out", default="runs/compare")
     p_cmp.add_argument("overrides", nargs="*")
+    p_gal = sub.add_parser("gallery", help="execute every notebook and write standalone HTML pages with an index")
+    p_gal.add_argument("--preset", default="ci")
+    p_gal.add_argument("--out", default="gallery")
     p_tune = sub.add_parser("tune", help="search each method's main knobs on validation data, equal budgets")
     p_tune.add_argument("--preset", default="default")
     p_tune.add_argument("--methods", default="comm,finetune,joint,ewc,lwf,er,l2p,zscl,slca")
@@ -106,27 +116,45 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     from .utils import init_distributed
     init_distributed()  # under torchrun: one process per device, data-parallel
+    from .train import TrainingDiverged
+
     try:
         return _dispatch(args)
-    except (ConfigError, KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
-        print(f"mmcl-lab: error: {err.args[0] if err.args else err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("mmcl-lab: interrupted; finished tasks are checkpointed, `mmcl-lab resume` continues", file=sys.stderr)
+        return 130
+    except (ConfigError, KeyError, ValueError, OSError, TrainingDiverged) as err:  # known failures: one line
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"mmcl-lab: error: {message}", file=sys.stderr)
         return 2
+    except Exception as err:  # a bug: still one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"mmcl-lab: unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args) -> int:
     from .config import load_config
     from .run import resume, run_stream
     from .streams import build_stream
-
     from .utils import dist_info
+
     say = print if dist_info()[0] == 0 else (lambda *a, **k: None)
     if args.command == "pretrain":
         say(pretrain_report(load_config(args.preset, _overrides(args.overrides))))
     elif args.command == "run":
-        cfg = load_config(args.preset, _overrides(args.overrides))
+        overrides = _overrides(args.overrides)
+        if args.tuned:
+            from .tune import tuned_overrides
+            name = overrides.get("method.name") or load_config(args.preset).method.name
+            overrides = {**tuned_overrides(name), **overrides}
+        cfg = load_config(args.preset, overrides)
         _validate_names(cfg)
         stream = build_stream(cfg)
-        say(f"data + features ready in {stream.prep_seconds:.1f} s (cached after the first run)")
+        say(f"data, features and pretrained backbone ready in {stream.prep_seconds:.1f} s (cached after the first run)")
         start = time.perf_counter()
         run = run_stream(cfg, args.out, stream)
         say(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
@@ -138,11 +166,15 @@ def _dispatch(args) -> int:
     elif args.command == "report":
         say(report(args.run_dir))
     elif args.command == "compare":
-        from .compare import compare
+        from .compare import MEMORY_VARIANTS, compare
         cfg = load_config(args.preset, _overrides(args.overrides))
         methods = None if args.methods == "all" else args.methods.split(",")
-        table = compare(cfg, methods, _seeds(args.seeds), args.out, args.ablation, tuned=not args.untuned)
+        table = compare(cfg, methods, _seeds(args.seeds), args.out, args.ablation, tuned=not args.untuned,
+                        extra=MEMORY_VARIANTS if args.memory else None)
         say(table)
+    elif args.command == "gallery":
+        from .gallery import gallery
+        say(f"gallery written: {gallery(args.out, args.preset)}")
     elif args.command == "tune":
         from .tune import best, tune
         cfg = load_config(args.preset, _overrides(args.overrides))

@@ -24,6 +24,14 @@ ABLATIONS = {  # COMM with one component switched off at a time
     "comm oracle router": {"relevance": "oracle"},
     "comm -realign": {"realign": "off"},
 }
+MEMORY_VARIANTS = {  # kept memory swept: ER's buffer size, COMM's and SLCA's statistics
+    **{f"er m={m}": ("er", {"memory_size": m}) for m in (50, 100, 400, 800)},
+    "comm lowrank-8": ("comm", {"covariance": "lowrank", "covariance_rank": 8}),
+    "comm diag": ("comm", {"covariance": "diag"}),
+    "comm diag, 2 classes/task": ("comm", {"covariance": "diag", "stat_classes_per_task": 2}),
+    "slca lowrank-8": ("slca", {"covariance": "lowrank"}),
+    "slca diag": ("slca", {"covariance": "diag"}),
+}
 METRICS = ["avg_acc", "last_acc", "avg_inc_acc", "forgetting", "bwt", "growth", "fwt"]
 
 

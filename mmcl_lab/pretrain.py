@@ -13,7 +13,7 @@ import hashlib
 import inspect
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -56,6 +56,7 @@ class Backbone:
 
     state: dict[str, Tensor]
     corpus: Corpus
+    spaces: dict[str, tuple[int, int]]  # the feature spaces it has input adapters for (stream's and corpus's)
     key: str
     seconds: float  # pretraining time; 0.0 on a cache hit
 
@@ -106,7 +107,7 @@ def contrastive_loss(model: AlignmentModel, batch: Batch) -> Tensor:
 
 def _code_digest() -> str:
     # Editing the model or the pretraining code must never reuse stale weights.
-    code = inspect.getsource(model_module) + inspect.getsource(inspect.getmodule(contrastive_loss))
+    code = inspect.getsource(model_module) + Path(__file__).read_text()
     return hashlib.sha256(code.encode()).hexdigest()[:12]
 
 
@@ -137,18 +138,17 @@ def pretrained_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], prog
     """The backbone for cfg: read from the cache, or pretrained once (about 1 min on 2 cores, default preset)."""
     corpus = build_corpus(cfg, progress)
     spaces = merge_spaces([*spaces.items(), *corpus.feature_spaces.items()])
-    key_src = json.dumps({"corpus": corpus.key, "model": cfg.model.__dict__, "spaces": sorted(spaces.items()),
-                          "pretrain": {k: v for k, v in cfg.pretrain.__dict__.items()}, "code": _code_digest()},
-                         sort_keys=True)
+    key_src = json.dumps({"corpus": corpus.key, "model": asdict(cfg.model), "spaces": sorted(spaces.items()),
+                          "pretrain": asdict(cfg.pretrain), "code": _code_digest()}, sort_keys=True)
     key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
     path = cache_root(cfg.data.cache_dir) / "backbones" / f"binding-{key}.safetensors"
     with main_process_first():  # under torchrun rank 0 pretrains, the others read its file
         if path.exists():
-            return Backbone(_read(path, key_src), corpus, key, 0.0)
+            return Backbone(_read(path, key_src), corpus, spaces, key, 0.0)
         start = time.perf_counter()
         state = pretrain(cfg, corpus, spaces, progress)
         atomic_write_bytes(path, save(state, metadata={"key": key_src}))
-        return Backbone(state, corpus, key, time.perf_counter() - start)
+        return Backbone(state, corpus, spaces, key, time.perf_counter() - start)
 
 
 def _read(path: Path, key_src: str) -> dict[str, Tensor]:
@@ -166,5 +166,4 @@ def _read(path: Path, key_src: str) -> dict[str, Tensor]:
 def attach_backbone(stream: TaskStream, cfg: RunConfig, progress: bool = True) -> TaskStream:
     """The stream with its pretrained backbone (every method's starting point) and the merged feature spaces."""
     backbone = pretrained_backbone(cfg, stream.feature_spaces, progress)
-    spaces = merge_spaces([*stream.feature_spaces.items(), *backbone.corpus.feature_spaces.items()])
-    return replace(stream, backbone=backbone, feature_spaces=spaces)
+    return replace(stream, backbone=backbone, feature_spaces=backbone.spaces)

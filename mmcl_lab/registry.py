@@ -1,7 +1,8 @@
-"""Name -> factory registries for methods, encoders and datasets; duplicates raise."""
+"""Name -> factory registries for methods, encoders and datasets; a name taken by another object raises."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
@@ -15,10 +16,15 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator that registers its target under name."""
+        """Decorator that registers its target under name. Registering the same definition again (a notebook
+        cell run twice: same module and qualified name) replaces it with a warning; any other clash raises."""
         def add(obj: T) -> T:
-            if name in self._entries:
-                raise KeyError(f"{self.kind} {name!r} is already registered")
+            old = self._entries.get(name)
+            if old is not None:
+                if _origin(old) != _origin(obj):
+                    raise KeyError(f"{self.kind} {name!r} is already registered (by {'.'.join(_origin(old))})")
+                warnings.warn(f"{self.kind} {name!r} redefined: the new definition replaces the old one",
+                              stacklevel=2)
             self._entries[name] = obj
             return obj
         return add
@@ -36,6 +42,10 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         return name in self._entries
+
+
+def _origin(obj) -> tuple[str, str]:
+    return getattr(obj, "__module__", ""), getattr(obj, "__qualname__", repr(obj))
 
 
 METHODS: Registry = Registry("method")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import subprocess
@@ -51,7 +52,8 @@ class Run:
         self.path = Path(path)
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, steps done: {self.latest_step()})"
+        done = self.latest_step()
+        return f"Run({str(self.path)!r}, tasks done: {0 if done is None else done + 1})"
 
     @classmethod
     def create(cls, cfg: RunConfig, path: str | Path) -> "Run":
@@ -117,9 +119,16 @@ class Run:
 
 
 def run_dir_for(cfg: RunConfig, root: str | Path = "runs") -> Path:
-    """A directory named after the method and a hash of the config: re-running the same config resumes
-    it, changing any field starts a new run instead of clashing with the old one."""
-    digest = hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:8]
+    """A directory named after the method and a hash of the config and the method's source code: re-running
+    the same config resumes it; changing any field, or editing the method (say in a notebook), starts a new run
+    instead of showing the old results."""
+    from .registry import METHODS
+
+    try:
+        source = inspect.getsource(METHODS.get(cfg.method.name))
+    except (OSError, TypeError, KeyError):  # no source to read (e.g. defined in a plain REPL)
+        source = ""
+    digest = hashlib.sha256((to_yaml(cfg) + source).encode()).hexdigest()[:8]
     return Path(root) / f"{cfg.method.name}-{digest}"
 
 

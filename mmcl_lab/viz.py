@@ -20,8 +20,31 @@ from .metrics import accuracy_matrix
 from .run import Run
 from .utils import atomic_write_bytes
 
-PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#72B7B2", "#B279A2", "#FF9DA6", "#9D755D",
-           "#BAB0AC", "#EECA3B"]
+# One visual language for every figure: a modality always has the same colour and marker, and a class is a
+# shade of its modality's hue (so 40+ classes stay distinct and still read as their modality).
+MODALITY_COLOURS = {"image": "#4C78A8", "audio": "#F58518", "depth": "#54A24B", "video": "#E45756", "text": "#7F7F7F"}
+MODALITY_SYMBOLS = {"image": "circle", "audio": "diamond", "depth": "square", "video": "triangle-up", "text": "x"}
+SETTING_NAMES = {"known": "modality given", "agnostic": "modality hidden", "known_unaligned": "modality given, "
+                 "before re-alignment"}
+
+
+def modality_colour(modality: str) -> str:
+    """The fixed colour of a modality (grey for an unknown one)."""
+    return MODALITY_COLOURS.get(modality, "#7F7F7F")
+
+
+def shade(colour: str, i: int, n: int) -> str:
+    """The i-th of n shades of a hex colour, from darker to lighter."""
+    t = 0.0 if n <= 1 else i / (n - 1)  # 0 .. 1
+    mix = -0.45 + 0.9 * t  # darken by up to 45 %, lighten by up to 45 %
+    rgb = [int(colour[k:k + 2], 16) for k in (1, 3, 5)]
+    rgb = [round(c + (255 - c) * mix) if mix > 0 else round(c * (1 + mix)) for c in rgb]
+    return "#" + "".join(f"{c:02x}" for c in rgb)
+
+
+def step_label(step: int) -> str:
+    """'before training' for step -1, else 'after task k'."""
+    return "before training" if step < 0 else f"after task {step}"
 
 
 def accuracy_heatmap(run: Run, setting: str = "known") -> go.Figure:
@@ -30,12 +53,12 @@ def accuracy_heatmap(run: Run, setting: str = "known") -> go.Figure:
     R, init = accuracy_matrix(results, setting)
     tasks = results[results.step == -1].drop_duplicates("task").sort_values("task")
     cols = [f"{t}:{m}" for t, m in zip(tasks.task, tasks.modality)]
-    rows = ["init"] + [f"after {c}" for c in cols[: len(R)]]
+    rows = ["before training"] + [f"after {c}" for c in cols[: len(R)]]
     z = np.vstack([init, R])
     fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis",
                                text=np.round(z, 2), texttemplate="%{text}", colorbar=dict(title="acc")))
-    fig.update_layout(title=f"Accuracy R[step, task] (modality {setting} at test time)",
-                      xaxis_title="evaluated task", yaxis_title="after training", yaxis_autorange="reversed",
+    fig.update_layout(title=f"Accuracy R[step, task], {SETTING_NAMES.get(setting, setting)} at test time",
+                      xaxis_title="evaluated task", yaxis_title="model", yaxis_autorange="reversed",
                       height=120 + 32 * len(rows))
     return fig
 
@@ -79,11 +102,25 @@ def _probe_frame(run: Run, coords: dict[int, np.ndarray]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def _group_colours(df: pd.DataFrame, color: str) -> dict[str, str]:
+    """Colour of each group: the modality's colour, or shades of it per class or task within the modality."""
+    if color == "modality":
+        return {m: modality_colour(m) for m in df.modality.unique()}
+    out = {}
+    for m, part in df.groupby("modality", sort=False):
+        groups = list(dict.fromkeys(part[color]))
+        out |= {g: shade(modality_colour(m), i, len(groups)) for i, g in enumerate(groups)}
+    return out
+
+
 def _scatter(df: pd.DataFrame, color: str) -> list[go.Scattergl]:
+    colours = _group_colours(df, color)
     traces = []
-    for i, (group, part) in enumerate(df.groupby(color, sort=False)):
+    for group, part in df.groupby(color, sort=False):
+        modality = part.modality.iloc[0]
         traces.append(go.Scattergl(
-            x=part.x, y=part.y, mode="markers", name=str(group), marker=dict(size=6, color=PALETTE[i % 10]),
+            x=part.x, y=part.y, mode="markers", name=str(group), legendgroup=modality,
+            marker=dict(size=6, color=colours[group], symbol=MODALITY_SYMBOLS.get(modality, "circle")),
             customdata=part[["class", "sample", "modality", "task"]].to_numpy(),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>%{customdata[2]}, %{customdata[3]}<extra></extra>"))
     return traces
@@ -91,26 +128,32 @@ def _scatter(df: pd.DataFrame, color: str) -> list[go.Scattergl]:
 
 def _trajectories(df: pd.DataFrame, upto: int) -> list[go.Scatter]:
     """Each modality's centroid over steps -1..upto: a line of stars in the modality's colour."""
-    colour = {m: PALETTE[i % 10] for i, m in enumerate(dict.fromkeys(df.modality))}
     cent = df[df.step <= upto].groupby(["modality", "step"], sort=False)[["x", "y"]].mean().reset_index()
     return [go.Scatter(x=p.x, y=p.y, mode="lines+markers", name=f"{m} centroid", showlegend=False,
-                       line=dict(color=colour[m], width=1.5),
-                       marker=dict(symbol="star", size=10, color=colour[m], line=dict(color="black", width=1)),
-                       hovertext=[f"{m} centroid after step {s}" for s in p.step], hoverinfo="text")
+                       line=dict(color=modality_colour(m), width=1.5),
+                       marker=dict(symbol="star", size=10, color=modality_colour(m), line=dict(color="black", width=1)),
+                       hovertext=[f"{m} centroid, {step_label(s)}" for s in p.step], hoverinfo="text")
             for m, p in cent.groupby("modality", sort=False)]
+
+
+def _explorer_layout(df: pd.DataFrame, kind: str, method: str) -> dict:
+    axis = "UMAP" if method == "umap" else "PCA"
+    return dict(height=580, xaxis=dict(range=_span(df.x), title=f"{axis} 1 (one fit over all steps)"),
+                yaxis=dict(range=_span(df.y), title=f"{axis} 2"), legend=dict(title="colour"),
+                title=f"Probe embeddings, {SETTING_NAMES.get(kind, kind)}: stars trace each modality's centroid")
 
 
 def drift_figure(run: Run, kind: str = "known", color: str = "modality", method: str | None = None) -> go.Figure:
     """Static drift explorer: one animation frame per step, a step slider, centroid trajectories."""
+    method = method or run.config().probe.projection
     df = _probe_frame(run, project(run, kind, method))
     steps = sorted(df.step.unique())
     frames = [go.Frame(name=str(s), data=_scatter(df[df.step == s], color) + _trajectories(df, s)) for s in steps]
     fig = go.Figure(data=frames[-1].data, frames=frames)  # opens on the last step
     fig.update_layout(
-        title=f"Probe embeddings ({kind}), coloured by {color}: one projection fitted over all steps",
-        height=560, xaxis=dict(range=_span(df.x)), yaxis=dict(range=_span(df.y)),
-        sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="after step "), steps=[
-            dict(label=str(s), method="animate", args=[[str(s)], dict(mode="immediate", frame=dict(duration=0))])
+        **_explorer_layout(df, kind, method),
+        sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="model: "), steps=[
+            dict(label=step_label(s), method="animate", args=[[str(s)], dict(mode="immediate", frame=dict(duration=0))])
             for s in steps])],
         updatemenus=[dict(type="buttons", x=0, y=-0.12, buttons=[dict(label="play", method="animate", args=[None])])])
     return fig
@@ -130,11 +173,13 @@ def drift_explorer(run: Run, kind: str = "known", method: str | None = None, int
         return drift_figure(run, kind, "modality", method)
     import ipywidgets as W
 
+    method = method or run.config().probe.projection
     df = _probe_frame(run, project(run, kind, method))
     steps = sorted(df.step.unique())
-    fig = go.FigureWidget(layout=dict(height=560, xaxis=dict(range=_span(df.x)), yaxis=dict(range=_span(df.y)),
-                                      title=f"Probe embeddings ({kind})"))
-    slider = W.SelectionSlider(options=steps, value=steps[-1], description="after step")
+    fig = go.FigureWidget(layout=_explorer_layout(df, kind, method))
+    slider = W.SelectionSlider(options=[(step_label(s), s) for s in steps], value=steps[-1], description="model")
+    play = W.Play(min=0, max=len(steps) - 1, value=len(steps) - 1, interval=800, description="play")
+    W.jslink((play, "value"), (slider, "index"))
     colour = W.Dropdown(options=["modality", "class", "task"], value="modality", description="colour by")
 
     def redraw(*_):
@@ -146,23 +191,39 @@ def drift_explorer(run: Run, kind: str = "known", method: str | None = None, int
     slider.observe(redraw, "value")
     colour.observe(redraw, "value")
     redraw()
-    return W.VBox([W.HBox([slider, colour]), fig])
+    note = W.HTML("<small>Each point is a fixed test sample (hover: class, sample id, modality, task). "
+                  "'before training' is the pretrained backbone before the first task. Stars: each modality's "
+                  "centroid so far. 'modality given' embeds with the modality known to the method.</small>")
+    return W.VBox([W.HBox([slider, colour, play]), fig, note])
 
 
 def drift_curves(run: Run, kind: str = "known") -> go.Figure:
-    """Per step: linear CKA and kNN overlap to the step before, and each modality's centroid drift."""
+    """Per step, against the step before: similarities (linear CKA and kNN overlap; 1 = unchanged) on the
+    left, each modality's centroid drift (a distance; 0 = unchanged) on the right."""
+    from plotly.subplots import make_subplots
+
     snaps, meta = run.probes(), run.probe_meta()
     modality = np.array(meta["modality"])
     steps = sorted(snaps)
     rows = []
     for prev, step in zip(steps, steps[1:]):
         a, b = snaps[prev][kind].numpy(), snaps[step][kind].numpy()
-        drift = probe.centroid_drift(a, b, modality)
-        rows.append({"step": step, "CKA to previous": probe.linear_cka(a, b),
-                     "kNN overlap to previous": probe.knn_overlap(a, b), **{f"drift {m}": d for m, d in drift.items()}})
+        rows.append({"step": step, "CKA": probe.linear_cka(a, b), "kNN overlap": probe.knn_overlap(a, b),
+                     **{f"drift {m}": d for m, d in probe.centroid_drift(a, b, modality).items()}})
     df = pd.DataFrame(rows)
-    fig = go.Figure([go.Scatter(x=df.step, y=df[c], mode="lines+markers", name=c) for c in df.columns if c != "step"])
-    fig.update_layout(title=f"How much the probe embeddings ({kind}) move at each step", xaxis_title="step",
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("similarity to the previous step (1 = unchanged)",
+                                                        "centroid drift per modality (0 = unchanged)"))
+    for name, dash in (("CKA", "solid"), ("kNN overlap", "dot")):
+        fig.add_trace(go.Scatter(x=df.step, y=df[name], mode="lines+markers", name=name, line=dict(color="black",
+                                 dash=dash)), row=1, col=1)
+    for m in dict.fromkeys(modality.tolist()):
+        fig.add_trace(go.Scatter(x=df.step, y=df[f"drift {m}"], mode="lines+markers", name=f"drift {m}",
+                                 line=dict(color=modality_colour(m)), marker=dict(symbol=MODALITY_SYMBOLS.get(m))),
+                      row=1, col=2)
+    fig.update_xaxes(title_text="after task")
+    fig.update_yaxes(title_text="similarity", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="distance in the embedding space", row=1, col=2)
+    fig.update_layout(title=f"How much the probe embeddings move at each task ({SETTING_NAMES.get(kind, kind)})",
                       height=420)
     return fig
 
@@ -175,9 +236,11 @@ def modality_gap_plot(run: Run, kind: str = "agnostic") -> go.Figure:
             for s, t in sorted(snaps.items())
             for m, g in probe.modality_gap(t[kind].numpy(), modality, t["text"].numpy(), cm)["to_text"].items()]
     df = pd.DataFrame(rows)
-    fig = go.Figure([go.Scatter(x=p.step, y=p.gap, mode="lines+markers", name=m) for m, p in df.groupby("modality")])
-    fig.update_layout(title=f"Modality gap: ||centroid(modality) - centroid(its class texts)|| ({kind})",
-                      xaxis_title="step", yaxis_title="distance", height=400)
+    fig = go.Figure([go.Scatter(x=p.step, y=p.gap, mode="lines+markers", name=m, line=dict(color=modality_colour(m)),
+                                marker=dict(symbol=MODALITY_SYMBOLS.get(m))) for m, p in df.groupby("modality", sort=False)])
+    fig.update_layout(title=f"Modality gap: distance from each modality's probe centroid to its class texts' centroid "
+                            f"({SETTING_NAMES.get(kind, kind)})",
+                      xaxis_title="after task (-1 = before training)", yaxis_title="distance", height=400)
     return fig
 
 
@@ -187,13 +250,14 @@ def bias_panel(run: Run) -> go.Figure:
     res = res[(res.metric == "acc") & (res.step >= 0) & (res.task <= res.step)]
     df = res.groupby(["setting", "modality", "step"])["value"].mean().reset_index()
     fig = go.Figure()
-    for i, (m, part) in enumerate(df.groupby("modality")):
+    for m, part in df.groupby("modality", sort=False):
         for setting, dash in (("known", "solid"), ("agnostic", "dot")):
             p = part[part.setting == setting]
-            fig.add_trace(go.Scatter(x=p.step, y=p.value, name=f"{m} ({setting})", mode="lines+markers",
-                                     line=dict(color=PALETTE[i], dash=dash)))
-    fig.update_layout(title="Accuracy on seen tasks per modality: known (solid) vs hidden (dotted) modality",
-                      xaxis_title="step", yaxis_title="accuracy", yaxis_range=[0, 1], height=420)
+            fig.add_trace(go.Scatter(x=p.step, y=p.value, name=f"{m} ({SETTING_NAMES[setting]})", mode="lines+markers",
+                                     line=dict(color=modality_colour(m), dash=dash),
+                                     marker=dict(symbol=MODALITY_SYMBOLS.get(m))))
+    fig.update_layout(title="Accuracy on the seen tasks of each modality: modality given (solid) vs hidden (dotted)",
+                      xaxis_title="after task", yaxis_title="accuracy", yaxis_range=[0, 1], height=420)
     return fig
 
 
@@ -207,8 +271,10 @@ def realignment_plot(run: Run, step: int | None = None) -> go.Figure:
     effect = probe.realignment_effect(t["known_unaligned"].numpy()[seen], t["known"].numpy()[seen], labels[seen],
                                       modality[seen], t["text"].numpy(), np.array(meta["class_modality"]))
     mods = list(effect["before"]["accuracy"])
-    fig = go.Figure([go.Bar(x=mods, y=[effect[w]["accuracy"][m] for m in mods], name=f"accuracy {w}")
+    fig = go.Figure([go.Bar(x=mods, y=[effect[w]["accuracy"][m] for m in mods], name=f"{w} re-alignment",
+                            marker=dict(color=[modality_colour(m) for m in mods], opacity=0.45 if w == "before" else 1.0,
+                                        pattern_shape="/" if w == "before" else ""))
                      for w in ("before", "after")])
-    fig.update_layout(title=f"Re-alignment at step {step}: probe accuracy over seen classes, before vs after",
-                      barmode="group", yaxis_range=[0, 1], height=380)
+    fig.update_layout(title=f"Re-alignment {step_label(step)}: probe accuracy over the seen classes (modality given)",
+                      barmode="group", yaxis_range=[0, 1], xaxis_title="modality", yaxis_title="accuracy", height=380)
     return fig

@@ -67,11 +67,22 @@ def test_cli_reports_bad_config_without_traceback(capsys):
     assert "audio/tiny" in capsys.readouterr().err
 
 
-def test_registry_refuses_duplicates():
+def test_registry_refuses_a_clash_and_replaces_a_redefinition():
     reg = Registry("thing")
     reg.register("a")(object)
     with pytest.raises(KeyError, match="already registered"):
-        reg.register("a")(object)
+        reg.register("a")(dict)
+
+    def make():  # the same definition twice, as when a notebook cell runs again
+        class Thing:
+            pass
+        return Thing
+
+    first, second = make(), make()
+    reg.register("b")(first)
+    with pytest.warns(UserWarning, match="'b' redefined"):
+        reg.register("b")(second)
+    assert reg.get("b") is second
 
 
 @given(lr=st.floats(1e-6, 1.0), epochs=st.integers(1, 50), seed=st.integers(0, 2**31 - 1),

@@ -41,3 +41,26 @@ def test_blocked_and_random_orders(ci_cfg, ci_stream):
 def test_too_many_tasks_per_modality_is_refused(ci_cfg):
     with pytest.raises(ValueError, match="tasks_per_modality=20 but image data has only 10 classes"):
         build_stream(apply_overrides(ci_cfg, {"stream.tasks_per_modality": 20}))
+
+
+def test_validation_is_carved_from_training_data_and_tuning_never_sees_test_data(ci_cfg, ci_stream):
+    val = build_stream(apply_overrides(ci_cfg, {"stream.evaluate_on": "val"}))
+    for final, tuning in zip(ci_stream, val):
+        train, test, held_out = set(final.train_index), set(final.test_index), set(tuning.test_index)
+        assert np.array_equal(final.train_index, tuning.train_index)  # the same fit part either way
+        assert not held_out & train and not held_out & test  # validation: neither fitted nor test
+        assert set(tuning.test_y.tolist()) == set(final.classes)  # stratified: every class validated
+    moved = build_stream(apply_overrides(ci_cfg, {"data.vary_split": True, "seed": 5}))
+    assert not np.array_equal(moved[0].test_index, ci_stream[0].test_index)  # the split follows the run seed
+
+
+def test_tuning_writes_the_best_validation_configuration(ci_cfg, tmp_path):
+    import yaml
+
+    from mmcl_lab.tune import tune
+
+    table = tune(ci_cfg, ["finetune"], budget=2, out_dir=tmp_path)
+    assert len(table) == 2 and {"train.lr", "train.epochs", "val_avg_acc"} <= set(table.columns)
+    chosen = yaml.safe_load((tmp_path / "tuned.yaml").read_text())["finetune"]
+    winner = table.loc[table.val_avg_acc.idxmax()]
+    assert chosen == {"train.lr": winner["train.lr"], "train.epochs": int(winner["train.epochs"])}

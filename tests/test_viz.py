@@ -21,7 +21,7 @@ def test_static_figures_build_from_the_run_directory(comm_run, ci_stream):
     hover = drift.frames[0].data[0].customdata[0]
     assert hover[1].split(":")[0] in {"image", "audio", "depth", "video"}  # sample ids on hover
     html = drift.to_html(include_plotlyjs=False)
-    assert "after step" in html
+    assert "before training" in html and "after task" in html
 
 
 def test_projection_is_one_fit_over_all_steps_and_cached(comm_run):
@@ -35,8 +35,22 @@ def test_projection_is_one_fit_over_all_steps_and_cached(comm_run):
 def test_interactive_explorer_has_slider_and_colour_menu(comm_run):
     box = viz.drift_explorer(comm_run, method="pca", interactive=True)
     controls = box.children[0].children
-    assert controls[0].description == "after step" and controls[1].options == ("modality", "class", "task")
+    assert controls[0].description == "model" and controls[1].options == ("modality", "class", "task")
+    assert controls[2].description == "play"  # a play button walks the slider through the steps
     figure = box.children[1]
     n_before = len(figure.data)
     controls[1].value = "class"  # recolour: one trace per class instead of per modality
     assert len(figure.data) > n_before
+
+
+def test_one_visual_language_across_figures(comm_run):
+    explorer = viz.drift_explorer(comm_run, interactive=False)
+    by_name = {t.name: t for t in explorer.data if t.mode == "markers"}
+    bias = {t.name.split(" ")[0]: t for t in viz.bias_panel(comm_run).data}
+    gap = {t.name: t for t in viz.modality_gap_plot(comm_run).data}
+    for m, colour in viz.MODALITY_COLOURS.items():
+        if m in by_name:  # the same modality, the same colour, in every figure
+            assert by_name[m].marker.color == bias[m].line.color == gap[m].line.color == colour
+    classes = viz.drift_figure(comm_run, color="class")
+    colours = [t.marker.color for t in classes.data if t.mode == "markers"]
+    assert len(colours) == len(set(colours)) == len(comm_run.probe_meta()["class_names"])  # 36 distinct shades

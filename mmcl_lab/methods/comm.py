@@ -86,9 +86,10 @@ class COMM(Method):
         return latest + sum(w * self.prompts[k].detach() for w, k in zip(weights, earlier))
 
     def relevance_weights(self, model, x: Tensor, space: str, modality: str | None) -> Tensor:
-        """r(x): (B, M) weights over modalities. One-hot on the given modality at test time (and always
-        when relevance is off); softmax(R_t(q(x))) over seen modalities otherwise; uniform over seen
-        modalities when nothing can be learned yet, or relevance is off and the modality is hidden."""
+        """r(x): (B, M) weights over modalities. One-hot on the given modality at test time, and always when
+        relevance is off or oracle (the oracle reads a hidden modality off the input's encoder); otherwise
+        softmax(R_t(q(x))) over seen modalities; uniform over seen modalities when nothing can be learned yet,
+        or relevance is off and the modality is hidden."""
         if self.cfg.relevance == "oracle" and modality is None:  # the encoder tells the modality here
             modality = next((t.modality for t in self.ctx.tasks if t.feature_space == space), None)
         seen = [m for m in self.mods if m in self.seen or m == modality] or self.mods  # nothing yet: all

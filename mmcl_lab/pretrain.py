@@ -135,7 +135,8 @@ def pretrain(cfg: RunConfig, corpus: Corpus, spaces: dict[str, tuple[int, int]],
 
 
 def pretrained_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], progress: bool = True) -> Backbone:
-    """The backbone for cfg: read from the cache, or pretrained once (about 1 min on 2 cores, default preset)."""
+    """The backbone for cfg: read from the cache, or pretrained once (25 s on 2 cores, default preset). The
+    corpus covers the stream's modalities, each encoded with the stream's encoder for it."""
     corpus = build_corpus(cfg, progress)
     spaces = merge_spaces([*spaces.items(), *corpus.feature_spaces.items()])
     key_src = json.dumps({"corpus": corpus.key, "model": asdict(cfg.model), "spaces": sorted(spaces.items()),

@@ -14,12 +14,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 FAMILIES = {"er": "ER (buffer size)", "comm": "COMM (statistics)", "slca": "SLCA (statistics)"}
+DEFAULTS = {"er": "er m=200", "comm": "comm full", "slca": "slca full"}  # the methods' default memory
 
 
 def main(runs_csv: str, png: str) -> None:
     runs = pd.read_csv(runs_csv)
     runs = runs[runs.modality == "all"]
     runs = runs[runs.method.str.split().str[0].isin(FAMILIES) & ~runs.method.str.contains(" -|oracle")]
+    runs = runs.assign(method=runs.method.replace(DEFAULTS))
     points = runs.groupby(["setting", "method"]).agg(acc=("avg_acc", "mean"), mb=("memory_MB", "mean"),
                                                      seeds=("seed", "nunique")).reset_index()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

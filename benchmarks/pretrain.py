@@ -19,7 +19,8 @@ from mmcl_lab.config import apply_overrides, load_config
 from mmcl_lab.evaluate import zero_shot_table
 from mmcl_lab.model import AlignmentModel, build_model
 from mmcl_lab.pretrain import build_corpus, pretrain
-from mmcl_lab.streams import build_stream, merge_spaces
+from mmcl_lab.batches import merge_spaces
+from mmcl_lab.streams import build_stream
 
 OUT = Path(__file__).with_name("out")
 

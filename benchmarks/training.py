@@ -24,7 +24,7 @@ from mmcl_lab.model import build_model
 from mmcl_lab.registry import METHODS
 from mmcl_lab.run import run_stream
 from mmcl_lab.streams import build_stream
-from mmcl_lab.train import n_batches
+from mmcl_lab.batches import n_batches
 
 OUT = Path(__file__).with_name("out")
 DEVICE = torch.device("cpu")

@@ -36,7 +36,8 @@ def evaluate(model, method, stream, step: int, device: torch.device) -> list[dic
             x, y = task.test_x.to(device), task.test_y.to(device)
             z = method.embed(model, x, task.feature_space, task.modality if setting == "known" else None)
             row = dict(step=step, task=task.id, modality=task.modality, setting=setting, n=len(y))
-            rows.append({**row, "metric": "acc", "value": _accuracy(model, z, y, label_space(stream, step, task, setting))})
+            acc = _accuracy(model, z, y, label_space(stream, step, task, setting))
+            rows.append({**row, "metric": "acc", "value": acc})
             if task.id == step:
                 final = label_space(stream, len(stream) - 1, task, setting)
                 rows.append({**row, "metric": "acc_final_space", "value": _accuracy(model, z, y, final)})
@@ -56,7 +57,8 @@ def zero_shot_table(model, stream, device: torch.device | str = "cpu") -> list[d
         y = torch.cat([t.test_y for t in tasks]).to(device)
         own = [c for t in tasks for c in t.classes]
         everything = list(range(len(stream.class_names)))
-        acc = {setting: _accuracy(model, z, y, classes) for setting, classes in (("known", own), ("agnostic", everything))}
+        acc = {setting: _accuracy(model, z, y, classes)
+               for setting, classes in (("known", own), ("agnostic", everything))}
         nearest = y[model.logits(z, own).argmax(0)]  # (C,) the class of each text's nearest sample
         recall = (nearest == torch.tensor(own, device=device)).float().mean().item()
         rows.append(dict(modality=m, known=acc["known"], agnostic=acc["agnostic"], text_to_sample_r1=recall,

@@ -27,7 +27,8 @@ def execute(path: Path, preset: str, static: bool = True, timeout: int = 1200):
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
         start = time.perf_counter()
-        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+        resources = {"metadata": {"path": str(path.parent)}}  # cells run from the notebook's folder
+        NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources).execute()
         return nb, time.perf_counter() - start
     finally:
         for k, v in saved.items():

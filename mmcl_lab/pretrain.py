@@ -29,8 +29,7 @@ from .config import RunConfig
 from .data import cache_root, load_raw
 from .encoders import create_encoder
 from .model import AlignmentModel
-from .streams import Batch, TaskStream, merge_spaces
-from .train import iterate_batches
+from .batches import Batch, iterate_batches, merge_spaces, n_batches
 from .utils import atomic_write_bytes, main_process_first
 
 
@@ -120,9 +119,9 @@ def pretrain(cfg: RunConfig, corpus: Corpus, spaces: dict[str, tuple[int, int]],
     model.log_scale.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr)
     generator = torch.Generator().manual_seed(p.seed)
-    n_batches = sum(-(-len(pool.y) // p.batch_size) for pool in corpus.pools)
     model.train()
-    with tqdm(total=p.epochs * n_batches, desc="pretrain", disable=not progress, leave=False) as bar:
+    total = p.epochs * n_batches(corpus.pools, p.batch_size)
+    with tqdm(total=total, desc="pretrain", disable=not progress, leave=False) as bar:
         for _ in range(p.epochs):
             for batch in iterate_batches(corpus.pools, p.batch_size, generator, torch.device("cpu")):
                 loss = contrastive_loss(model, batch)
@@ -164,7 +163,7 @@ def _read(path: Path, key_src: str) -> dict[str, Tensor]:
     return state
 
 
-def attach_backbone(stream: TaskStream, cfg: RunConfig, progress: bool = True) -> TaskStream:
-    """The stream with its pretrained backbone (every method's starting point) and the merged feature spaces."""
+def attach_backbone(stream, cfg: RunConfig, progress: bool = True):
+    """A TaskStream with its pretrained backbone (every method's starting point) and the merged feature spaces."""
     backbone = pretrained_backbone(cfg, stream.feature_spaces, progress)
     return replace(stream, backbone=backbone, feature_spaces=backbone.spaces)

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .batches import merge_spaces
 from .cache import cached_features
 from .config import RunConfig
 from .data import RawData, load_raw, split_indices
 from .encoders import create_encoder
-
-if TYPE_CHECKING:
-    from .pretrain import Backbone
-
-
-@dataclass(frozen=True, eq=False)
-class Batch:
-    """A mini-batch of cached features from one feature space and one modality."""
-
-    x: Tensor  # (B, T, F)
-    y: Tensor  # (B,) global class ids
-    space: str
-    modality: str
+from .pretrain import Backbone, attach_backbone
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,16 +89,6 @@ def _task_order(plan: list[tuple[str, int]], order: str, seed: int) -> list[tupl
     return [p for k in range(n_chunks) for p in plan if p[1] == k]  # interleaved
 
 
-def merge_spaces(items: Iterable[tuple[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
-    """Feature spaces from (space, (tokens, dim)) pairs: the most tokens seen per space; dims must agree."""
-    spaces: dict[str, tuple[int, int]] = {}
-    for space, (n_tok, dim) in items:
-        if space in spaces and spaces[space][1] != dim:
-            raise ValueError(f"feature space {space!r} has dim {dim} here and {spaces[space][1]} elsewhere")
-        spaces[space] = (max(int(n_tok), spaces.get(space, (0, 0))[0]), int(dim))
-    return spaces
-
-
 def build_stream(cfg: RunConfig, progress: bool | None = None, pretrained: bool = True) -> TaskStream:
     """Load data, encode it once (cached), cut classes into tasks and embed class names as text; with
     pretrained=True also attach the pretrained backbone (built and cached on first use)."""
@@ -136,7 +114,6 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, pretrained: bool 
     raws = {m: v[0] for m, v in per_modality.items()}
     stream = TaskStream(tasks, tuple(names), tuple(mods), class_text, spaces, cfg.stream.modality_id_at_test, raws)
     if pretrained:
-        from .pretrain import attach_backbone  # pretrain builds on this module's Batch and TaskStream
         stream = attach_backbone(stream, cfg, progress)
     stream.prep_seconds = time.perf_counter() - start
     return stream

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import torch
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .streams import Batch, Task
+from .batches import Batch, iterate_batches, n_batches
+from .streams import Task
 from .utils import autocast, dist_info
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last finished task's checkpoint is kept."""
-
-
-def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Generator,
-                    device: torch.device) -> Iterator[Batch]:
-    """Shuffled mini-batches from each pool, with the order of batches shuffled across pools."""
-    plan = []
-    for p, pool in enumerate(pools):
-        order = torch.randperm(len(pool.y), generator=generator)
-        plan += [(p, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
-    for j in torch.randperm(len(plan), generator=generator).tolist():
-        p, idx = plan[j]
-        pool = pools[p]
-        yield Batch(pool.x[idx].to(device, non_blocking=True), pool.y[idx].to(device, non_blocking=True),
-                    pool.space, pool.modality)
 
 
 def shard(batch: Batch, rank: int, world: int) -> Batch:
@@ -47,11 +32,6 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
             p.grad = torch.zeros_like(p)
         torch.distributed.all_reduce(p.grad)
         p.grad /= world
-
-
-def n_batches(pools: list[Batch], batch_size: int) -> int:
-    """Mini-batches per epoch over pools."""
-    return sum(-(-len(p.y) // batch_size) for p in pools)
 
 
 def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,

@@ -70,7 +70,8 @@ def candidates(method: str, budget: int, seed: int = 0) -> list[dict[str, Any]]:
     return [{}] + [draw(space, rng) for _ in range(budget - 1)]
 
 
-def tune(cfg: RunConfig, methods: list[str], budget: int, out_dir: str | Path, seeds: tuple[int, ...] = (0,)) -> pd.DataFrame:
+def tune(cfg: RunConfig, methods: list[str], budget: int, out_dir: str | Path,
+         seeds: tuple[int, ...] = (0,)) -> pd.DataFrame:
     """Search every method's space on validation data; write search.csv and the winners as tuned.yaml."""
     out = Path(out_dir)
     base = apply_overrides(cfg, {"stream.evaluate_on": "val", "train.progress": False})

@@ -237,7 +237,8 @@ def modality_gap_plot(run: Run, kind: str = "agnostic") -> go.Figure:
             for m, g in probe.modality_gap(t[kind].numpy(), modality, t["text"].numpy(), cm)["to_text"].items()]
     df = pd.DataFrame(rows)
     fig = go.Figure([go.Scatter(x=p.step, y=p.gap, mode="lines+markers", name=m, line=dict(color=modality_colour(m)),
-                                marker=dict(symbol=MODALITY_SYMBOLS.get(m))) for m, p in df.groupby("modality", sort=False)])
+                                marker=dict(symbol=MODALITY_SYMBOLS.get(m)))
+                     for m, p in df.groupby("modality", sort=False)])
     fig.update_layout(title=f"Modality gap: distance from each modality's probe centroid to its class texts' centroid "
                             f"({SETTING_NAMES.get(kind, kind)})",
                       xaxis_title="after task (-1 = before training)", yaxis_title="distance", height=400)
@@ -272,7 +273,8 @@ def realignment_plot(run: Run, step: int | None = None) -> go.Figure:
                                       modality[seen], t["text"].numpy(), np.array(meta["class_modality"]))
     mods = list(effect["before"]["accuracy"])
     fig = go.Figure([go.Bar(x=mods, y=[effect[w]["accuracy"][m] for m in mods], name=f"{w} re-alignment",
-                            marker=dict(color=[modality_colour(m) for m in mods], opacity=0.45 if w == "before" else 1.0,
+                            marker=dict(color=[modality_colour(m) for m in mods],
+                                        opacity=0.45 if w == "before" else 1.0,
                                         pattern_shape="/" if w == "before" else ""))
                      for w in ("before", "after")])
     fig.update_layout(title=f"Re-alignment {step_label(step)}: probe accuracy over the seen classes (modality given)",

@@ -53,7 +53,7 @@ def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_c
     for task in stream:
         context.reveal(task)
         method.before_task(model, task)
-        from mmcl_lab.streams import Batch
+        from mmcl_lab.batches import Batch
         batch = Batch(task.train_x[:8], task.train_y[:8], task.feature_space, task.modality)
         loss, logs = method.loss(model, batch, task)
         assert torch.isfinite(loss) and all(np.isfinite(v) for v in logs.values())

@@ -90,7 +90,8 @@ def synthesise(plan: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
 
 def speak_clips(words: tuple[str, ...], n_per_class: int, rng: np.random.Generator,
                 voices: tuple[str, ...] = VOICES, rate: tuple[int, int] = (120, 230),
-                pitch: tuple[int, int] = (20, 85), snr_db: tuple[float, float] = (10, 30)) -> tuple[np.ndarray, np.ndarray]:
+                pitch: tuple[int, int] = (20, 85),
+                snr_db: tuple[float, float] = (10, 30)) -> tuple[np.ndarray, np.ndarray]:
     """Clips (N, 1.2 s) of each word spoken n_per_class times by random voices, rates and pitches, with a
     random gain and onset and Gaussian noise at a random SNR; and their labels."""
     length = int(SAMPLE_RATE * CLIP_SECONDS)

@@ -15,7 +15,8 @@ from torch import Tensor
 from ..config import ConfigError, MethodConfig, TrainConfig, coerce
 from ..model import AlignmentModel
 from ..registry import METHODS
-from ..streams import Batch, Task, TaskStream
+from ..batches import Batch
+from ..streams import Task, TaskStream
 
 if TYPE_CHECKING:
     from ..pretrain import Backbone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..streams import Batch
+from ..batches import Batch
 from .base import Method, cross_entropy, register_method
 
 

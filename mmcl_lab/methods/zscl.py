@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..train import iterate_batches
+from ..batches import iterate_batches
 from .base import Method, register_method
 from .lwf import distill, snapshot_bytes
 

@@ -1,0 +1,49 @@
+"""Pools of cached features and the shuffled mini-batches drawn from them (training and pretraining alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True, eq=False)
+class Batch:
+    """A mini-batch of cached features from one feature space and one modality."""
+
+    x: Tensor  # (B, T, F)
+    y: Tensor  # (B,) class ids
+    space: str
+    modality: str
+
+
+
+def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Generator,
+                    device: torch.device) -> Iterator[Batch]:
+    """Shuffled mini-batches from each pool, with the order of batches shuffled across pools."""
+    plan = []
+    for p, pool in enumerate(pools):
+        order = torch.randperm(len(pool.y), generator=generator)
+        plan += [(p, order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+    for j in torch.randperm(len(plan), generator=generator).tolist():
+        p, idx = plan[j]
+        pool = pools[p]
+        yield Batch(pool.x[idx].to(device, non_blocking=True), pool.y[idx].to(device, non_blocking=True),
+                    pool.space, pool.modality)
+
+
+def n_batches(pools: list[Batch], batch_size: int) -> int:
+    """Mini-batches per epoch over pools."""
+    return sum(-(-len(p.y) // batch_size) for p in pools)
+
+
+def merge_spaces(items: Iterable[tuple[str, tuple[int, int]]]) -> dict[str, tuple[int, int]]:
+    """Feature spaces from (space, (tokens, dim)) pairs: the most tokens seen per space; dims must agree."""
+    spaces: dict[str, tuple[int, int]] = {}
+    for space, (n_tok, dim) in items:
+        if space in spaces and spaces[space][1] != dim:
+            raise ValueError(f"feature space {space!r} has dim {dim} here and {spaces[space][1]} elsewhere")
+        spaces[space] = (max(int(n_tok), spaces.get(space, (0, 0))[0]), int(dim))
+    return spaces

@@ -47,7 +47,8 @@ def test_readme_commands_match_ci():
 
 
 def test_core_stays_small():
-    core = [p for p in (ROOT / "mmcl_lab").rglob("*.py") if p.parent.name not in ("methods", "encoders")]
+    # The plug-in folders (one file per method, encoder or data source) grow with the registry, not the core.
+    core = [p for p in (ROOT / "mmcl_lab").rglob("*.py") if p.parent.name not in ("methods", "encoders", "data")]
     sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in core}
     print("\n".join(f"{n:5d}  {p}" for p, n in sorted(sizes.items(), key=lambda kv: -kv[1])))
     assert sum(sizes.values()) < 3000 and max(sizes.values()) < 320, sizes

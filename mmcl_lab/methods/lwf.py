@@ -43,10 +43,6 @@ class LwF(Method):
     def before_task(self, model, task):
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False) if task.id > 0 else None
 
-    def distill_classes(self, task) -> list[int]:
-        """The class texts whose similarity distribution is distilled: the old classes."""
-        return self.ctx.seen_classes(task.id - 1)
-
     def memory_bytes(self) -> int:
         """The snapshot of the model kept while the next task trains."""
         return snapshot_bytes(self.teacher)
@@ -56,7 +52,7 @@ class LwF(Method):
         loss = cross_entropy(model, z, batch.y, list(task.classes))
         logs = {"ce": loss.item()}
         if self.teacher is not None:
-            classes = self.distill_classes(task)
+            classes = self.ctx.seen_classes(task.id - 1)  # the old classes' similarity distribution is distilled
             with torch.no_grad():
                 target = self.teacher.logits(self.teacher.embed(batch.x, batch.space), classes)
             kd = distill(model.logits(z, classes), target, self.cfg.temperature)

@@ -111,8 +111,9 @@ def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
         for m in METRICS:
             cells[m] = [f"{a:.3f} ± {h:.3f}" if np.isfinite(h) else f"{a:.3f}" for a, h in zip(t[m], t[f"{m}_ci95"])]
         cells["kept MB"] = t.memory_MB.round(2).to_numpy()
-        parts += [f"### modality {setting} at test time (all tasks; mean ± 95% CI half-width over {t.seeds.max()} "
-                  "seeds, sample std)", "", cells.to_markdown(index=False), ""]
+        spread = (f"mean ± 95% CI half-width over {t.seeds.max()} seeds, sample std" if t.seeds.max() > 1
+                  else "one seed, so no interval")
+        parts += [f"### modality {setting} at test time (all tasks; {spread})", "", cells.to_markdown(index=False), ""]
         per_mod = table[(table.setting == setting) & (table.modality != "all")]
         pivot = per_mod.pivot(index="method", columns="modality", values="avg_acc").reindex(t.method)
         parts += [f"average accuracy per modality ({setting})", "", pivot.to_markdown(floatfmt=".3f"), ""]

@@ -15,8 +15,9 @@ from .utils import atomic_write_text
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def execute(path: Path, preset: str, static: bool = True, timeout: int = 1200):
-    """Run a notebook top to bottom in a fresh kernel with MMCL_PRESET=preset: (executed notebook, seconds)."""
+def execute(path: Path, preset: str, static: bool = True, timeout: int = 1200, workdir: Path | None = None):
+    """Run a notebook top to bottom in a fresh kernel with MMCL_PRESET=preset: (executed notebook, seconds).
+    Cells run from workdir (default: the notebook's folder), where they write their runs/."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -27,7 +28,7 @@ def execute(path: Path, preset: str, static: bool = True, timeout: int = 1200):
     os.environ.update(env)  # the kernel inherits this process's environment
     try:
         start = time.perf_counter()
-        resources = {"metadata": {"path": str(path.parent)}}  # cells run from the notebook's folder
+        resources = {"metadata": {"path": str(workdir or path.parent)}}
         NotebookClient(nb, timeout=timeout, kernel_name="python3", resources=resources).execute()
         return nb, time.perf_counter() - start
     finally:

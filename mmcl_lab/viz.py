@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -88,7 +89,10 @@ def _fit_2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
         from sklearn.decomposition import PCA
         return PCA(n_components=2, random_state=seed).fit_transform(x)
     import umap  # imported lazily: numba compilation costs ~20 s on first use
-    return umap.UMAP(n_components=2, n_neighbors=15, random_state=seed, n_epochs=200).fit_transform(x)
+
+    with warnings.catch_warnings():  # a seeded fit is single-threaded by design; UMAP warns about it every time
+        warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+        return umap.UMAP(n_components=2, n_neighbors=15, random_state=seed, n_epochs=200).fit_transform(x)
 
 
 def _probe_frame(run: Run, coords: dict[int, np.ndarray]) -> pd.DataFrame:
@@ -177,12 +181,16 @@ def drift_explorer(run: Run, kind: str = "known", method: str | None = None, int
     df = _probe_frame(run, project(run, kind, method))
     steps = sorted(df.step.unique())
     fig = go.FigureWidget(layout=_explorer_layout(df, kind, method))
-    slider = W.SelectionSlider(options=[(step_label(s), s) for s in steps], value=steps[-1], description="model")
+    # The slider's own readout cuts "before training" short: a label beside it names the step instead.
+    slider = W.SelectionSlider(options=[(step_label(s), s) for s in steps], value=steps[-1], description="model",
+                               readout=False)
+    shown = W.Label()
     play = W.Play(min=0, max=len(steps) - 1, value=len(steps) - 1, interval=800, description="play")
     W.jslink((play, "value"), (slider, "index"))
     colour = W.Dropdown(options=["modality", "class", "task"], value="modality", description="colour by")
 
     def redraw(*_):
+        shown.value = step_label(slider.value)
         with fig.batch_update():
             fig.data = []
             for trace in _scatter(df[df.step == slider.value], colour.value) + _trajectories(df, slider.value):
@@ -194,7 +202,7 @@ def drift_explorer(run: Run, kind: str = "known", method: str | None = None, int
     note = W.HTML("<small>Each point is a fixed test sample (hover: class, sample id, modality, task). "
                   "'before training' is the pretrained backbone before the first task. Stars: each modality's "
                   "centroid so far. 'modality given' embeds with the modality known to the method.</small>")
-    return W.VBox([W.HBox([slider, colour, play]), fig, note])
+    return W.VBox([W.HBox([slider, shown, colour, play]), fig, note])
 
 
 def drift_curves(run: Run, kind: str = "known") -> go.Figure:

@@ -34,12 +34,15 @@ def test_projection_is_one_fit_over_all_steps_and_cached(comm_run):
 
 def test_interactive_explorer_has_slider_and_colour_menu(comm_run):
     box = viz.drift_explorer(comm_run, method="pca", interactive=True)
-    controls = box.children[0].children
-    assert controls[0].description == "model" and controls[1].options == ("modality", "class", "task")
-    assert controls[2].description == "play"  # a play button walks the slider through the steps
+    slider, shown, colour, play = box.children[0].children
+    assert slider.description == "model" and colour.options == ("modality", "class", "task")
+    assert play.description == "play"  # a play button walks the slider through the steps
+    assert shown.value == f"after task {len(comm_run.probes()) - 2}"  # the step, named in full
+    slider.value = -1
+    assert shown.value == "before training"
     figure = box.children[1]
     n_before = len(figure.data)
-    controls[1].value = "class"  # recolour: one trace per class instead of per modality
+    colour.value = "class"  # recolour: one trace per class instead of per modality
     assert len(figure.data) > n_before
 
 

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from .data import RawData, cache_root
-from .utils import atomic_write_bytes, barrier, dist_info
+from .utils import atomic_write_bytes, barrier, dist_info, read_tensor_file, tensor_file_bytes
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -63,19 +61,17 @@ def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int 
     tokens = encode(encoder, raw, batch_size, device, progress)
     if dist_info()[0] == 0:
         # float16 on disk halves the cache; training reads float32 (the rounding is below feature noise).
-        atomic_write_bytes(path, save({"tokens": tokens.half().contiguous()}, metadata={"key": key_src}))
+        atomic_write_bytes(path, tensor_file_bytes({"tokens": tokens.half().contiguous()}, {"key": key_src}))
     barrier()
     tokens = tokens.half().float()  # the same values a cache hit returns: runs do not depend on hits
     return tokens
 
 
 def _read(path: Path, key_src: str, n: int, dim: int) -> Tensor:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            stored_key = (f.metadata() or {}).get("key")
-            tokens = f.get_tensor("tokens").float()
-    except Exception as err:
-        raise ValueError(f"{path}: unreadable feature cache ({err}); delete it to recompute") from None
+    tensors, metadata = read_tensor_file(path, "delete it and the features are recomputed")
+    stored_key, tokens = metadata.get("key"), tensors.get("tokens", torch.empty(0)).float()
+    if not torch.isfinite(tokens).all():
+        raise ValueError(f"{path}: the feature cache holds NaN or infinite values; delete it to recompute")
     if stored_key != key_src or tokens.shape[0] != n or tokens.shape[-1] != dim:
         raise ValueError(f"{path}: written for {stored_key}, shape {tuple(tokens.shape)}; expected "
                          f"{key_src} with {n} samples of dim {dim}. Delete the file to recompute.")

@@ -146,12 +146,7 @@ def _dispatch(args) -> int:
     if args.command == "pretrain":
         say(pretrain_report(load_config(args.preset, _overrides(args.overrides))))
     elif args.command == "run":
-        overrides = _overrides(args.overrides)
-        if args.tuned:
-            from .tune import tuned_overrides
-            name = overrides.get("method.name") or load_config(args.preset).method.name
-            overrides = {**tuned_overrides(name), **overrides}
-        cfg = load_config(args.preset, overrides)
+        cfg = load_config(args.preset, _overrides(args.overrides), tuned=args.tuned)
         _validate_names(cfg)
         stream = build_stream(cfg)
         say(f"data, features and pretrained backbone ready in {stream.prep_seconds:.1f} s (cached after the first run)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import string
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -161,8 +164,10 @@ def _paper() -> RunConfig:
 PRESETS: dict[str, typing.Callable[[], RunConfig]] = {"ci": _ci, "default": RunConfig, "paper": _paper}
 
 
-def load_config(preset_or_path: str = "default", overrides: dict[str, Any] | None = None) -> RunConfig:
-    """A preset name or a config.yaml path, with dotted overrides applied ({"train.lr": 3e-4})."""
+def load_config(preset_or_path: str = "default", overrides: dict[str, Any] | None = None,
+                tuned: bool = False) -> RunConfig:
+    """A preset name or a config.yaml path, with dotted overrides applied ({"train.lr": 3e-4}). tuned=True
+    starts from the method's shipped validation-tuned settings (mmcl_lab/tuned.yaml); overrides still win."""
     if preset_or_path in PRESETS:
         cfg = PRESETS[preset_or_path]()
     elif Path(preset_or_path).is_file():
@@ -170,7 +175,11 @@ def load_config(preset_or_path: str = "default", overrides: dict[str, Any] | Non
     else:
         raise ConfigError(
             f"unknown preset or missing file {preset_or_path!r}; presets: {', '.join(PRESETS)}")
-    return apply_overrides(cfg, overrides or {})
+    overrides = dict(overrides or {})
+    if tuned:
+        from .tune import tuned_overrides
+        overrides = {**tuned_overrides(str(overrides.get("method.name", cfg.method.name))), **overrides}
+    return apply_overrides(cfg, overrides)
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
@@ -258,6 +267,37 @@ def _check_choices(cfg: RunConfig) -> None:
             raise ConfigError(f"data.{key} must be in (0, 1), got {getattr(cfg.data, key)}")
     if cfg.stream.evaluate_on not in ("test", "val"):
         raise ConfigError(f"stream.evaluate_on {cfg.stream.evaluate_on!r}; choose from test, val")
+    _check_ranges(cfg)
+
+
+# One training, one validation and one test sample per class at the least: the split needs all three.
+MIN_PER_CLASS = 3
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Numbers inside their ranges, a device name torch knows, templates with exactly one {} slot."""
+    for key, value, low in (("train.lr", cfg.train.lr, "positive"), ("pretrain.lr", cfg.pretrain.lr, "positive"),
+                            ("model.temperature", cfg.model.temperature, "positive"),
+                            ("train.weight_decay", cfg.train.weight_decay, "non-negative")):
+        if not math.isfinite(value) or value < 0 or (low == "positive" and value == 0):
+            raise ConfigError(f"{key} must be a finite {low} number, got {value}")
+    for key, value in (("model.heads", cfg.model.heads), ("probe.per_class", cfg.probe.per_class),
+                       ("encoders.batch_size", cfg.encoders.batch_size)):
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if cfg.model.dim % cfg.model.heads:
+        raise ConfigError(f"model.dim={cfg.model.dim} must be divisible by model.heads={cfg.model.heads}")
+    if cfg.data.n_per_class < MIN_PER_CLASS:
+        raise ConfigError(f"data.n_per_class must be at least {MIN_PER_CLASS} (a train, a validation and a test "
+                          f"sample per class), got {cfg.data.n_per_class}")
+    if not DEVICE.fullmatch(cfg.train.device):
+        raise ConfigError(f"train.device {cfg.train.device!r}; choose from auto, cpu, cuda, cuda:N, mps")
+    for m in MODALITIES:
+        template = getattr(cfg.templates, m)
+        slots = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        if slots != [""]:
+            raise ConfigError(f"templates.{m} {template!r} must hold exactly one {{}} slot for the class name")
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -30,7 +28,7 @@ from .data import cache_root, load_raw
 from .encoders import create_encoder
 from .model import AlignmentModel
 from .batches import Batch, iterate_batches, merge_spaces, n_batches
-from .utils import atomic_write_bytes, main_process_first
+from .utils import atomic_write_bytes, main_process_first, read_tensor_file, tensor_file_bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -147,18 +145,13 @@ def pretrained_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], prog
             return Backbone(_read(path, key_src), corpus, spaces, key, 0.0)
         start = time.perf_counter()
         state = pretrain(cfg, corpus, spaces, progress)
-        atomic_write_bytes(path, save(state, metadata={"key": key_src}))
+        atomic_write_bytes(path, tensor_file_bytes(state, {"key": key_src}))
         return Backbone(state, corpus, spaces, key, time.perf_counter() - start)
 
 
 def _read(path: Path, key_src: str) -> dict[str, Tensor]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            stored = (f.metadata() or {}).get("key")
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as err:
-        raise ValueError(f"{path}: unreadable pretrained backbone ({err}); delete it to pretrain again") from None
-    if stored != key_src:
+    state, metadata = read_tensor_file(path, "delete it to pretrain again")
+    if metadata.get("key") != key_src:
         raise ValueError(f"{path}: written for another corpus or config; delete it to pretrain again")
     return state
 

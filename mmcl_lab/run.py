@@ -5,14 +5,16 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import platform
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save
 from torch import Tensor
 
 from .config import RunConfig, from_yaml, to_yaml
@@ -22,22 +24,25 @@ from .model import build_model
 from .pretrain import weights_checksum
 from .probe import capture
 from .streams import TaskStream, build_stream
-from .utils import (atomic_write_bytes, atomic_write_json, atomic_write_text, barrier, dist_info,
-                    main_process_first, resolve_device, rng_state, seed_everything, set_rng_state)
+from .utils import (CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp,
+                    dist_info, fsync_dir, read_tensor_file, resolve_device, rng_state, seed_everything,
+                    set_rng_state, tensor_file_bytes)
 
 RESULT_COLUMNS = ["step", "task", "modality", "setting", "metric", "value", "n"]
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
-    """Read a safetensors file; anything else (a pickle, a torch.save file) is refused, never unpickled."""
+    """Read a safetensors file, checksum verified; anything else (a pickle, a torch.save file) is refused, never
+    unpickled."""
     path = Path(path)
     if path.suffix in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):
         raise ValueError(f"{path}: pickled checkpoints are refused (they can execute code); use .safetensors")
-    try:
-        return load_file(str(path))
-    except Exception as err:
-        raise ValueError(f"{path}: not a valid safetensors file ({type(err).__name__}: {err}); "
-                         "pickled or truncated files are refused") from None
+    return read_tensor_file(path, "pickled, truncated or corrupt files are refused")[0]
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """sha256 of the config's YAML: checkpoints record it, so an edited config.yaml is caught on resume."""
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
 
 
 def _split_state(state: dict) -> tuple[dict[str, Tensor], dict]:
@@ -55,14 +60,9 @@ class Run:
         done = self.latest_step()
         return f"Run({str(self.path)!r}, tasks done: {0 if done is None else done + 1})"
 
-    @classmethod
-    def create(cls, cfg: RunConfig, path: str | Path) -> "Run":
-        """A new run directory (an existing finished one is refused rather than overwritten)."""
-        run = cls(path)
-        if (run.path / "config.yaml").exists() and run.latest_step() is not None:
-            raise FileExistsError(f"{run.path} already holds a run; resume it or choose another out_dir")
-        atomic_write_text(run.path / "config.yaml", to_yaml(cfg))
-        return run
+    def exists(self) -> bool:
+        """Whether the directory holds a run (its config.yaml)."""
+        return (self.path / "config.yaml").exists()
 
     def config(self) -> RunConfig:
         return from_yaml(self.path / "config.yaml")
@@ -78,31 +78,43 @@ class Run:
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / "checkpoints" / f"step_{step:03d}"
 
-    def save_checkpoint(self, step: int, model: torch.nn.Module, method: Method) -> None:
-        """Model and method tensors as safetensors, the rest as JSON; state.json last marks completeness."""
+    def save_checkpoint(self, step: int, model: torch.nn.Module, method: Method, cfg: RunConfig) -> None:
+        """Model and method tensors as checksummed safetensors, the rest as JSON; state.json, written last, marks
+        the checkpoint complete and records the config it belongs to."""
         d = self.checkpoint_dir(step)
         tensors, extra = _split_state(method.state_dict())
-        atomic_write_bytes(d / "model.safetensors", save(_split_state(model.state_dict())[0]))
-        atomic_write_bytes(d / "method.safetensors", save(tensors) if tensors else save({}))
-        atomic_write_json(d / "state.json", {"step": step, "method": extra, "rng": rng_state()})
+        atomic_write_bytes(d / "model.safetensors", tensor_file_bytes(_split_state(model.state_dict())[0]))
+        atomic_write_bytes(d / "method.safetensors", tensor_file_bytes(tensors))
+        atomic_write_json(d / "state.json", {"step": step, "method": extra, "rng": rng_state(),
+                                             "config": config_digest(cfg)})
+
+    def complete_steps(self) -> list[int]:
+        """Steps whose checkpoint is complete, oldest first."""
+        return sorted(int(p.parent.name.split("_")[1]) for p in (self.path / "checkpoints").glob("step_*/state.json"))
 
     def latest_step(self) -> int | None:
         """The newest step whose checkpoint is complete."""
-        done = [int(p.parent.name.split("_")[1]) for p in (self.path / "checkpoints").glob("step_*/state.json")]
-        return max(done) if done else None
+        return (self.complete_steps() or [None])[-1]
 
-    def load_checkpoint(self, step: int, model: torch.nn.Module, method: Method) -> None:
+    def read_checkpoint(self, step: int) -> dict:
+        """A checkpoint's model tensors, method state and JSON state, every file verified; CorruptFile if not."""
         d = self.checkpoint_dir(step)
         try:
             state = json.loads((d / "state.json").read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{d / 'state.json'}: unreadable checkpoint state ({err})") from None
-        model.load_state_dict(load_tensors(d / "model.safetensors"))
-        method.load_state_dict({**load_tensors(d / "method.safetensors"), **state["method"]})
-        set_rng_state(state["rng"])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CorruptFile(f"{d / 'state.json'}: unreadable checkpoint state ({type(err).__name__})") from None
+        return {"model": load_tensors(d / "model.safetensors"),
+                "method": {**load_tensors(d / "method.safetensors"), **state["method"]}, "state": state}
+
+    def load_checkpoint(self, step: int, model: torch.nn.Module, method: Method, ckpt: dict | None = None) -> None:
+        """Put a checkpoint (read now, or already read by read_checkpoint) into model, method and the RNGs."""
+        ckpt = ckpt or self.read_checkpoint(step)
+        model.load_state_dict(ckpt["model"])
+        method.load_state_dict(ckpt["method"])
+        set_rng_state(ckpt["state"]["rng"])
 
     def save_probe(self, step: int, tensors: dict[str, Tensor]) -> None:
-        atomic_write_bytes(self.path / "probes" / f"step_{step:03d}.safetensors", save(tensors))
+        atomic_write_bytes(self.path / "probes" / f"step_{step:03d}.safetensors", tensor_file_bytes(tensors))
 
     def probes(self) -> dict[int, dict[str, Tensor]]:
         """Probe embeddings per step (step -1 = before training)."""
@@ -154,37 +166,38 @@ def provenance(device: torch.device) -> dict:
 
 
 def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskStream | None = None,
-               stop_after: int | None = None) -> Run:
-    """Train on every task in order, evaluating and probing after each; resumes a partial run in out_dir."""
-    run_dir = Path(out_dir or cfg.out_dir)
-    with main_process_first():
-        run = Run(run_dir) if (run_dir / "config.yaml").exists() else Run.create(cfg, run_dir)
-    if (run_dir / "config.yaml").exists() and to_yaml(run.config()) != to_yaml(cfg):
-        raise ValueError(f"{run_dir} holds a run with a different config; choose another out_dir")
-    stream = stream if stream is not None else build_stream(cfg)
+               stop_after: int | None = None, overwrite: bool = False) -> Run:
+    """Train on every task in order, evaluating and probing after each; resumes a partial run in out_dir.
+
+    Nothing is written until the config, the device, the paths and the data have all passed; the run directory
+    then appears whole (config, provenance, the step -1 results and probes) or not at all. overwrite=True
+    replaces a run with another config (say a diverged one) once the new one has got that far."""
+    run = Run(out_dir or cfg.out_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise NotADirectoryError(f"{run.path}: exists and is not a folder; choose another out_dir")
+    resuming = run.exists() and not overwrite  # decided once: under torchrun rank 0 may create it meanwhile
+    clean_stale_tmp(run.path.parent, f".{run.path.name}.*.tmp", recursive=False)  # a killed creation's staging
+    if run.exists():
+        clean_stale_tmp(run.path)
+        if resuming and to_yaml(run.config()) != to_yaml(cfg):
+            raise ValueError(f"{run.path} holds a run with a different config ({_tasks_done(run)}); resume it, "
+                             "choose another out_dir, or pass --overwrite to replace it")
+    elif run.path.is_dir() and any(p for p in run.path.iterdir() if not p.name.endswith(".tmp")):
+        raise FileExistsError(f"{run.path}: a folder that holds files but no run; choose an empty or new out_dir")
+    check_paths(cfg)
     device = resolve_device(cfg.train.device)
+    stream = stream if stream is not None else build_stream(cfg)
     seed_everything(cfg.seed)
     method = create_method(cfg.method)
     model = build_model(stream, cfg.model, pretrained=method.pretrained).to(device)
     check_assumptions(method, stream)
     context = Context(cfg.stream.modalities, device, cfg.seed, stream.backbone)
     method.setup(model, context)
-    done, results = run.latest_step(), run.results()
-    rank, world = dist_info()
-    if done is None:
-        if rank == 0:
-            atomic_write_json(run.path / "provenance.json",
-                              {**provenance(device), "prep_seconds": stream.prep_seconds, "world_size": world,
-                               "start_weights": weights_checksum(model.state_dict()),
-                               "backbone": stream.backbone.key if stream.backbone else None})
-        results = _record(run, results, model, method, stream, -1, device)
-        start = 0
+    if resuming:
+        start, results = _restore(run, cfg, model, method, stream, context)
     else:
-        for task in stream.tasks[:done + 1]:
-            context.reveal(task)
-        run.load_checkpoint(done, model, method)
-        results = results[results.step <= done]  # rows of an unfinished step are recomputed
-        start = done + 1
+        results = _create(run, cfg, model, method, stream, device)
+        start = 0
     for task in stream.tasks[start:]:
         if stop_after is not None and task.id > stop_after:
             break
@@ -193,12 +206,80 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
         method.fit_task(model, task, cfg.train)
         method.after_task(model, task)
         results = _record(run, results, model, method, stream, task.id, device)
-        if rank == 0:
-            run.save_checkpoint(task.id, model, method)
+        if dist_info()[0] == 0:
+            run.save_checkpoint(task.id, model, method, cfg)
             atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
     _check_replicas(model)
     return run
+
+
+def _tasks_done(run: Run) -> str:
+    done = run.latest_step()
+    return "no task finished yet" if done is None else f"{done + 1} tasks finished"
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """Folder datasets and local encoder weights named in cfg exist (checked before anything is written)."""
+    from .config import MODALITIES
+
+    for m in MODALITIES:
+        spec = getattr(cfg.data, m)
+        if spec.startswith("folder:") and not Path(spec.removeprefix("folder:")).expanduser().is_dir():
+            raise FileNotFoundError(f"data.{m}: folder {spec.removeprefix('folder:')!r} does not exist")
+    for m in (*MODALITIES, "text"):
+        _, _, where = getattr(cfg.encoders, m).partition("@")
+        if where.startswith(("/", ".", "~")) and not Path(where).expanduser().exists():
+            raise FileNotFoundError(f"encoders.{m}: weights directory {where!r} does not exist")
+
+
+def _create(run: Run, cfg: RunConfig, model, method, stream, device) -> pd.DataFrame:
+    """Write config, provenance and the step -1 results and probes into a staging folder beside the run, then
+    rename it into place: a run directory exists whole or not at all."""
+    results = pd.DataFrame(evaluate(model, method, stream, -1, device), columns=RESULT_COLUMNS)
+    if dist_info()[0] == 0:
+        stage = Run(run.path.parent / f".{run.path.name}.{os.getpid()}.creating.tmp")
+        shutil.rmtree(stage.path, ignore_errors=True)
+        atomic_write_text(stage.path / "config.yaml", to_yaml(cfg))
+        atomic_write_json(stage.path / "provenance.json",
+                          {**provenance(device), "prep_seconds": stream.prep_seconds, "world_size": dist_info()[1],
+                           "start_weights": weights_checksum(model.state_dict()),
+                           "backbone": stream.backbone.key if stream.backbone else None})
+        _write_step(stage, results, model, method, stream, -1, device)
+        if run.path.is_dir():  # an old run being overwritten, or an empty folder
+            shutil.rmtree(run.path)
+        os.replace(stage.path, run.path)
+        fsync_dir(run.path.parent)
+    barrier()
+    return results
+
+
+def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[int, pd.DataFrame]:
+    """Load the newest checkpoint that reads back whole (falling back past corrupt ones) and check that the
+    recorded rows and the config belong to it; returns (first task to train, results so far)."""
+    results, steps = run.results(), run.complete_steps()
+    for step in reversed(steps):
+        try:
+            ckpt = run.read_checkpoint(step)
+            break
+        except CorruptFile as err:
+            print(f"mmcl-lab: {err}; resuming from the checkpoint before it", file=sys.stderr)
+    else:
+        ckpt, step = None, -1
+    if steps and ckpt is None:
+        raise CorruptFile(f"{run.path}: every checkpoint is corrupt; rerun with --overwrite")
+    if ckpt is not None and ckpt["state"].get("config", config_digest(cfg)) != config_digest(cfg):
+        raise ValueError(f"{run.path / 'config.yaml'} was edited after step {step} was checkpointed with another "
+                         "config; restore it, or rerun with --overwrite")
+    missing = sorted(set(range(-1, step + 1)) - set(results.step.astype(int)))
+    if missing:
+        raise ValueError(f"{run.path / 'results.csv'} lacks the rows of steps {missing} that its checkpoints "
+                         "cover; the run cannot be resumed honestly: rerun with --overwrite")
+    for task in stream.tasks[:step + 1]:
+        context.reveal(task)
+    if ckpt is not None:
+        run.load_checkpoint(step, model, method, ckpt)
+    return step + 1, results[results.step <= step]  # rows of an unfinished step are recomputed
 
 
 def _check_replicas(model) -> None:
@@ -217,20 +298,23 @@ def _check_replicas(model) -> None:
 def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device) -> pd.DataFrame:
     rows = pd.DataFrame(evaluate(model, method, stream, step, device), columns=RESULT_COLUMNS)
     results = pd.concat([results[results.step != step], rows], ignore_index=True) if len(results) else rows
-    if dist_info()[0] != 0:  # replicas hold the same model; only the first process writes
-        return results
+    if dist_info()[0] == 0:  # replicas hold the same model; only the first process writes
+        _write_step(run, results, model, method, stream, step, device)
+    return results
+
+
+def _write_step(run: Run, results: pd.DataFrame, model, method, stream, step: int, device) -> None:
     run.write_results(results)
     tensors, meta = capture(model, method, stream, device)
     run.save_probe(step, tensors)
     if step == -1:
         atomic_write_json(run.path / "probes" / "meta.json", meta)
-    return results
 
 
 def resume(run_dir: str | Path, stream: TaskStream | None = None) -> Run:
     """Continue a run after its newest complete checkpoint."""
     run = Run(run_dir)
-    if not (run.path / "config.yaml").exists():
+    if not run.exists():
         raise FileNotFoundError(f"{run.path}: no config.yaml, not a run directory")
     return run_stream(run.config(), run.path, stream)
 

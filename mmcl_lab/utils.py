@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -58,6 +60,10 @@ def resolve_device(name: str) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={name!r} but CUDA is not available; use 'auto' or 'cpu'")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"train.device={name!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"train.device={name!r} but MPS is not available; use 'auto' or 'cpu'")
     return device
 
 
@@ -65,7 +71,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write data to path so that a crash leaves either the old or the new file, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # The writer's pid is in the temp name, so a later start can tell a killed writer's leftovers (clean_stale_tmp).
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -75,7 +82,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -88,7 +95,65 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
-def _fsync_dir(directory: Path) -> None:
+def clean_stale_tmp(root: Path, pattern: str = ".*.tmp", recursive: bool = True) -> list[Path]:
+    """Delete the temp files (and staging folders) under root that a killed process left; returns them."""
+    stale = []
+    root = Path(root)
+    for path in (root.rglob(pattern) if recursive else root.glob(pattern)) if root.is_dir() else []:
+        pid = path.name.removesuffix(".tmp").rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of tensors, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def tensor_file_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes whose metadata carries a sha256 of the contents, verified by read_tensor_file."""
+    from safetensors.torch import save
+    return save(tensors, metadata={**(metadata or {}), "sha256": tensors_digest(tensors)})
+
+
+class CorruptFile(ValueError):
+    """A file that cannot be read back as written: truncated, flipped bytes, or not what its name says."""
+
+
+def read_tensor_file(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file, never unpickled; a checksum mismatch or an unreadable file is
+    a CorruptFile that names the file and `fix`, what to do about it."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise CorruptFile(f"{path}: not a readable safetensors file ({type(err).__name__}); {fix}") from None
+    if "sha256" in metadata and metadata["sha256"] != tensors_digest(tensors):
+        raise CorruptFile(f"{path}: contents do not match their checksum (the file is corrupt); {fix}")
+    return tensors, metadata
+
+
+def fsync_dir(directory: Path) -> None:
+    """Flush a directory entry (after a rename into it)."""
     # The rename itself is durable only once the directory entry is flushed.
     fd = os.open(directory, os.O_RDONLY)
     try:

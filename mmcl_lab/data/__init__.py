@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..registry import DATASETS
-from ..utils import atomic_write_bytes, main_process_first
+from ..utils import CorruptFile, atomic_write_bytes, main_process_first
 
 LAYOUT_NDIM = {"image": 3, "video": 4, "audio": 2, "depth": 3}
 
@@ -114,8 +114,9 @@ def _read_npz(path: Path, name: str, modality: str) -> RawData:
         with np.load(path, allow_pickle=False) as f:
             return RawData(name, modality, f["x"], f["y"], tuple(str(c) for c in f["class_names"]),
                            int(f["sample_rate"]), f["sources"] if "sources" in f else None)
-    except (OSError, ValueError, KeyError) as err:
-        raise ValueError(f"{path}: unreadable cached dataset ({err}); delete it to regenerate") from None
+    except Exception as err:  # a torn or flipped npz fails its zip CRC (BadZipFile) or its header
+        raise CorruptFile(f"{path}: unreadable cached dataset ({type(err).__name__}: {err}); delete it and the "
+                          "data are generated again") from None
 
 
 def split_indices(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -168,6 +169,12 @@ def create_method(cfg: MethodConfig) -> Method:
         raise ConfigError(f"method {cfg.name!r} has no parameter(s) {sorted(unknown)}; "
                           f"valid: {', '.join(names) or 'none'}")
     params = {k: coerce(v, hints[k], f"method.params.{k}") for k, v in cfg.params.items()}
+    for key, value in params.items():  # every numeric knob is a size, a count, a weight or a rate
+        strict = "temperature" in key or key.endswith("lr")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                not math.isfinite(value) or value < 0 or (strict and value == 0)):
+            raise ConfigError(f"method.params.{key} must be a finite {'positive' if strict else 'non-negative'} "
+                              f"number, got {value}")
     return cls(cls.Config(**params))
 
 

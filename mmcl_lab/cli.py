@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from pathlib import Path
@@ -67,9 +68,16 @@ def pretrain_report(cfg) -> str:
         table.to_markdown(index=False, floatfmt=".3f")])
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2), like every other failure of the command."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the mmcl-lab console script."""
-    parser = argparse.ArgumentParser(prog="mmcl-lab", description=__doc__)
+    parser = _Parser(prog="mmcl-lab", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     p_pre = sub.add_parser("pretrain", help="build (or read from the cache) the pretrained backbone and print "
@@ -79,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     p_run = sub.add_parser("run", help="train a preset on its task stream and write a run directory")
     p_run.add_argument("--preset", default="default", help="ci | default | paper, or a config.yaml path")
     p_run.add_argument("--out", default=None, help="run directory (default: the config's out_dir)")
+    p_run.add_argument("--overwrite", action="store_true", help="replace a run with another config in --out (say a "
+                                                               "diverged one); without it such a run is refused")
     p_run.add_argument("--tuned", action="store_true", help="start from the method's shipped validation-tuned "
                                                            "settings (mmcl_lab/tuned.yaml); overrides still win")
     p_run.add_argument("overrides", nargs="*", help="dotted overrides, e.g. method.name=comm train.epochs=3")
@@ -114,31 +124,47 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    from .utils import init_distributed
-    init_distributed()  # under torchrun: one process per device, data-parallel
-    from .train import TrainingDiverged
-
     try:
+        from .utils import init_distributed
+
+        init_distributed()  # under torchrun: one process per device, data-parallel
         return _dispatch(args)
     except KeyboardInterrupt:
         print("mmcl-lab: interrupted; finished tasks are checkpointed, `mmcl-lab resume` continues", file=sys.stderr)
         return 130
-    except (ConfigError, KeyError, ValueError, OSError, TrainingDiverged) as err:  # known failures: one line
+    except Exception as err:
         if args.debug:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"mmcl-lab: error: {message}", file=sys.stderr)
-        return 2
-    except Exception as err:  # a bug: still one line, the traceback on request
-        if args.debug:
-            raise
-        print(f"mmcl-lab: unexpected {type(err).__name__}: {err} (run with --debug for the traceback)", file=sys.stderr)
+        if _known(err):
+            print(f"mmcl-lab: error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        print(f"mmcl-lab: unexpected {type(err).__name__}: {_one_line(err)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 
+def _known(err: Exception) -> bool:
+    """A failure with a one-line cause and fix: config, data, cache, checkpoint, disk, permissions, divergence."""
+    train = sys.modules.get("mmcl_lab.train")  # imported by then if training could have diverged
+    diverged = (train.TrainingDiverged,) if train else ()
+    return isinstance(err, (ConfigError, KeyError, ValueError, OSError, *diverged))
+
+
+def _one_line(err: BaseException) -> str:
+    """An error as one line that names what it is about: the file of an OSError, the key of a KeyError."""
+    if isinstance(err, OSError) and err.filename is not None:
+        reason = err.strerror or str(err)
+        hint = {errno.ENOSPC: "; free some space, then `mmcl-lab resume` continues",
+                errno.EACCES: "; check the folder's permissions", errno.EROFS: "; the file system is read-only"}
+        text = f"{err.filename}: {reason}{hint.get(err.errno, '')}"
+    elif isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 def _dispatch(args) -> int:
     from .config import load_config
-    from .run import resume, run_stream
+    from .run import preflight, resume, run_stream
     from .streams import build_stream
     from .utils import dist_info
 
@@ -148,10 +174,11 @@ def _dispatch(args) -> int:
     elif args.command == "run":
         cfg = load_config(args.preset, _overrides(args.overrides), tuned=args.tuned)
         _validate_names(cfg)
+        preflight(cfg, args.out or cfg.out_dir, args.overwrite)  # fail before minutes of data preparation
         stream = build_stream(cfg)
         say(f"data, features and pretrained backbone ready in {stream.prep_seconds:.1f} s (cached after the first run)")
         start = time.perf_counter()
-        run = run_stream(cfg, args.out, stream)
+        run = run_stream(cfg, args.out, stream, overwrite=args.overwrite)
         say(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
         say(report(run.path))
         say(f"run directory: {run.path}")
@@ -173,6 +200,8 @@ def _dispatch(args) -> int:
     elif args.command == "tune":
         from .tune import best, tune
         cfg = load_config(args.preset, _overrides(args.overrides))
+        if args.budget < 1:
+            raise ConfigError(f"--budget must be at least 1 configuration per method, got {args.budget}")
         table = tune(cfg, args.methods.split(","), args.budget, args.out, tuple(_seeds(args.seeds)))
         say(table.to_markdown(index=False, floatfmt=".4g"))
         say(f"best per method (validation):\n{best(table)}\nwritten to {args.out}/tuned.yaml")

@@ -49,6 +49,8 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
     """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md} and the
     per-run table runs.csv. tuned=True starts each method from its shipped validation-tuned settings
     (tune.py); `extra` adds labelled variants (label -> (method, params))."""
+    for name in methods or ():
+        METHODS.get(name)  # an unknown name fails before any stream is built or any run written
     out = Path(out_dir)
     jobs = [(seed, label, name, params) for seed in seeds
             for label, (name, params) in {**variants(methods, ablation), **(extra or {})}.items()]

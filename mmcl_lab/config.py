@@ -341,9 +341,11 @@ def from_dict(data: dict, cls: type = RunConfig, prefix: str = "") -> Any:
 def from_yaml(path: Path) -> RunConfig:
     """Read a config.yaml written by to_yaml."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected a config.yaml") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
     cfg = from_dict(data or {})
     _check_choices(cfg)
     return cfg

@@ -37,15 +37,17 @@ class GaussianBank:
         target = torch.eye(len(mean), dtype=cov.dtype) * cov.diagonal().mean().clamp_min(1e-8)
         cov = (1 - self.shrinkage) * cov + self.shrinkage * target
         self.mean[key] = mean.float()
+        # Every factor is stored contiguous: LAPACK hands back column-major ones, and a checkpoint restores them
+        # row-major, so a resumed run would otherwise multiply with another kernel and differ in the last bits.
         if self.covariance == "full":
-            self.scale[key] = torch.linalg.cholesky(cov).float()
+            self.scale[key] = torch.linalg.cholesky(cov).float().contiguous()
         elif self.covariance == "diag":
             self.scale[key] = cov.diagonal().sqrt().float()
         else:
             values, vectors = torch.linalg.eigh(cov)  # ascending
             k = min(self.rank, len(mean) - 1)
             rest = values[:-k].mean()  # the variance left outside the top-k directions, spread evenly
-            self.scale[key] = (vectors[:, -k:] * (values[-k:] - rest).clamp_min(0).sqrt()).float()  # (E, k)
+            self.scale[key] = (vectors[:, -k:] * (values[-k:] - rest).clamp_min(0).sqrt()).float().contiguous()  # (E, k)
             self.rest[key] = rest.clamp_min(0).sqrt().reshape(1).float()
 
     def sample(self, key: int, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -68,10 +70,10 @@ class GaussianBank:
         return out | {f"{prefix}.scale.{k}": v for k, v in self.scale.items()}
 
     def load_state_dict(self, state: dict, prefix: str) -> None:
-        for name, value in state.items():
-            if name.startswith(prefix + "."):
-                kind, key = name[len(prefix) + 1:].split(".")
-                getattr(self, kind)[int(key)] = value
+        entries = [(name[len(prefix) + 1:].split("."), value) for name, value in state.items()
+                   if name.startswith(prefix + ".")]
+        for (kind, key), value in sorted(entries, key=lambda e: int(e[0][1])):  # keys in the order they were added
+            getattr(self, kind)[int(key)] = value
 
 
 def identity_map(dim: int) -> nn.Linear:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import json
@@ -70,7 +71,16 @@ class Run:
     def results(self) -> pd.DataFrame:
         """The tidy results table (empty before the first evaluation)."""
         path = self.path / "results.csv"
-        return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=RESULT_COLUMNS)
+        if not path.exists():
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        try:
+            table = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CorruptFile(f"{path}: not a readable results table ({type(err).__name__}); rerun the run") from None
+        missing = [c for c in RESULT_COLUMNS if c not in table.columns]
+        if missing:
+            raise CorruptFile(f"{path}: not an mmcl_lab results table (no columns {missing})")
+        return table
 
     def write_results(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.path / "results.csv", df[RESULT_COLUMNS].to_csv(index=False))
@@ -109,7 +119,11 @@ class Run:
     def load_checkpoint(self, step: int, model: torch.nn.Module, method: Method, ckpt: dict | None = None) -> None:
         """Put a checkpoint (read now, or already read by read_checkpoint) into model, method and the RNGs."""
         ckpt = ckpt or self.read_checkpoint(step)
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:  # another model.dim, layers or feature space
+            raise ValueError(f"{self.checkpoint_dir(step) / 'model.safetensors'} does not fit this model: "
+                             f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}") from None
         method.load_state_dict(ckpt["method"])
         set_rng_state(ckpt["state"]["rng"])
 
@@ -173,18 +187,7 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     then appears whole (config, provenance, the step -1 results and probes) or not at all. overwrite=True
     replaces a run with another config (say a diverged one) once the new one has got that far."""
     run = Run(out_dir or cfg.out_dir)
-    if run.path.exists() and not run.path.is_dir():
-        raise NotADirectoryError(f"{run.path}: exists and is not a folder; choose another out_dir")
-    resuming = run.exists() and not overwrite  # decided once: under torchrun rank 0 may create it meanwhile
-    clean_stale_tmp(run.path.parent, f".{run.path.name}.*.tmp", recursive=False)  # a killed creation's staging
-    if run.exists():
-        clean_stale_tmp(run.path)
-        if resuming and to_yaml(run.config()) != to_yaml(cfg):
-            raise ValueError(f"{run.path} holds a run with a different config ({_tasks_done(run)}); resume it, "
-                             "choose another out_dir, or pass --overwrite to replace it")
-    elif run.path.is_dir() and any(p for p in run.path.iterdir() if not p.name.endswith(".tmp")):
-        raise FileExistsError(f"{run.path}: a folder that holds files but no run; choose an empty or new out_dir")
-    check_paths(cfg)
+    resuming = preflight(cfg, run.path, overwrite)  # decided once: under torchrun rank 0 may create it meanwhile
     device = resolve_device(cfg.train.device)
     stream = stream if stream is not None else build_stream(cfg)
     seed_everything(cfg.seed)
@@ -202,6 +205,9 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
         if stop_after is not None and task.id > stop_after:
             break
         context.reveal(task)
+        # The hooks outside the training loop always see the model in eval mode (a fresh or resumed model starts in
+        # train mode, and the transformer's eval fast path rounds differently): resumed equals uninterrupted.
+        model.eval()
         method.before_task(model, task)
         method.fit_task(model, task, cfg.train)
         method.after_task(model, task)
@@ -212,6 +218,29 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
         barrier()
     _check_replicas(model)
     return run
+
+
+def preflight(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False) -> bool:
+    """Every check that needs no data, before anything is built or written: the run folder can hold this run,
+    the paths and the device exist. Returns whether out_dir holds this run already (to be resumed)."""
+    run = Run(out_dir)
+    existing = next(p for p in (run.path, *run.path.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"{existing}: exists and is not a folder, so {run.path} cannot be created; "
+                                 "choose another out_dir")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(errno.EACCES, "cannot write there (read-only or another user's folder)", str(existing))
+    clean_stale_tmp(run.path.parent, f".{run.path.name}.*.tmp", recursive=False)  # a killed creation's staging
+    if run.exists():
+        clean_stale_tmp(run.path)
+        if not overwrite and to_yaml(run.config()) != to_yaml(cfg):
+            raise ValueError(f"{run.path} holds a run with a different config ({_tasks_done(run)}); resume it, "
+                             "choose another out_dir, or pass --overwrite to replace it")
+    elif run.path.is_dir() and any(run.path.iterdir()):
+        raise FileExistsError(f"{run.path}: a folder that holds files but no run; choose an empty or new out_dir")
+    check_paths(cfg)
+    resolve_device(cfg.train.device)
+    return run.exists() and not overwrite
 
 
 def _tasks_done(run: Run) -> str:
@@ -257,17 +286,19 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, device) -> pd.DataF
 def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[int, pd.DataFrame]:
     """Load the newest checkpoint that reads back whole (falling back past corrupt ones) and check that the
     recorded rows and the config belong to it; returns (first task to train, results so far)."""
-    results, steps = run.results(), run.complete_steps()
+    results, steps, skipped = run.results(), run.complete_steps(), []
     for step in reversed(steps):
         try:
             ckpt = run.read_checkpoint(step)
             break
         except CorruptFile as err:
-            print(f"mmcl-lab: {err}; resuming from the checkpoint before it", file=sys.stderr)
+            skipped.append(err)
     else:
         ckpt, step = None, -1
     if steps and ckpt is None:
         raise CorruptFile(f"{run.path}: every checkpoint is corrupt; rerun with --overwrite")
+    for err in skipped:
+        print(f"mmcl-lab: {err}; resuming from the checkpoint before it", file=sys.stderr)
     if ckpt is not None and ckpt["state"].get("config", config_digest(cfg)) != config_digest(cfg):
         raise ValueError(f"{run.path / 'config.yaml'} was edited after step {step} was checkpointed with another "
                          "config; restore it, or rerun with --overwrite")

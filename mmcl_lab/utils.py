@@ -79,8 +79,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.filename is None:  # e.g. a full disk: say which file it was
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     fsync_dir(path.parent)
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mmcl_lab.config import apply_overrides
+from mmcl_lab.registry import METHODS
 from mmcl_lab.run import Run, resume, run_stream
 
 KILLER = Path(__file__).with_name("killer.py")
@@ -15,22 +16,35 @@ KILLER = Path(__file__).with_name("killer.py")
 
 @pytest.fixture(scope="module")
 def reference(ci_cfg, ci_stream, tmp_path_factory):
+    """Uninterrupted runs, one per method, computed on first use."""
     runs = {}
-    for method in ("finetune", "comm"):
-        cfg = apply_overrides(ci_cfg, {"method.name": method})
-        runs[method] = run_stream(cfg, tmp_path_factory.mktemp(method), ci_stream).results()
-    return runs
+
+    def get(method: str) -> Run:
+        if method not in runs:
+            cfg = apply_overrides(ci_cfg, {"method.name": method})
+            runs[method] = run_stream(cfg, tmp_path_factory.mktemp(method), ci_stream)
+        return runs[method]
+    return get
 
 
-# ci: tasks of ~105 samples, batch 32, 8 epochs -> 32 optimiser steps per task; each finished step writes
-# results.csv, a probe file and three checkpoint files (5 atomic writes), after config/provenance/step -1.
+def _weights(run: Run) -> dict[str, bytes]:
+    return {str(p.relative_to(run.path)): p.read_bytes() for p in sorted((run.path / "checkpoints").rglob("*.safetensors"))}
+
+
+# ci: tasks of ~105 samples, batch 32, 10 epochs -> ~30 optimiser steps per task; each finished step writes
+# results.csv, a probe file, three checkpoint files and memory.json (6 atomic writes), after the run folder
+# itself (config, provenance, step -1 results and probes) appears in one rename.
 KILL_POINTS = [("finetune", "train:5"), ("finetune", "train:70"), ("finetune", "save:9"),
                ("finetune", "save:12"), ("comm", "train:40"), ("comm", "save:16")]
+# and every method once in the middle of a task (methods that never take a step: inside a write)
+KILL_POINTS += [(m, "save:12" if m in ("zeroshot", "chance") else "train:40") for m in METHODS.names()
+                if m not in ("finetune", "comm")]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method,point", KILL_POINTS)
-def test_killed_process_resumes_to_identical_results(method, point, ci_cfg, ci_stream, reference, tmp_path):
+def test_killed_process_resumes_to_identical_results_and_weights(method, point, ci_cfg, ci_stream, reference,
+                                                                   tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(KILLER), str(run_dir), ci_cfg.data.cache_dir, method, point],
                           capture_output=True, text=True, timeout=300)
@@ -39,5 +53,7 @@ def test_killed_process_resumes_to_identical_results(method, point, ci_cfg, ci_s
     assert done is None or done < len(ci_stream) - 1
     if (run_dir / "results.csv").exists():
         pd.read_csv(run_dir / "results.csv")  # never a torn file
-    final = resume(run_dir, ci_stream).results()
-    pd.testing.assert_frame_equal(final, reference[method])
+    final = resume(run_dir, ci_stream)
+    pd.testing.assert_frame_equal(final.results(), reference(method).results())
+    assert _weights(final) == _weights(reference(method))  # every checkpoint, byte for byte
+    assert not list(run_dir.rglob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))  # no leftovers

@@ -48,7 +48,10 @@ class L2P(Method):
             query = model.embed(x, space)  # (B, E), the prompt-free embedding
         sim = query @ F.normalize(self.keys, dim=-1).T  # (B, M)
         top = sim.topk(self.cfg.top_k, dim=1).indices  # (B, k)
-        prompts = self.prompts[top].transpose(1, 2).flatten(2, 3)  # (B, k, D, L, dim) -> (B, D, k * L, dim)
+        # Select by a one-hot product, not by indexing: the gradient of self.prompts[top] is a scatter-add,
+        # whose summation order (and so its last bits) varies from run to run on the CPU.
+        pick = F.one_hot(top, self.cfg.pool_size).to(self.prompts.dtype)  # (B, k, M)
+        prompts = torch.einsum("bkm,mdlc->bdklc", pick, self.prompts).flatten(2, 3)  # (B, D, k * L, dim)
         return prompts, sim.gather(1, top)
 
     def embed(self, model, x, space, modality, aligned=True):

@@ -47,7 +47,8 @@ class GaussianBank:
             values, vectors = torch.linalg.eigh(cov)  # ascending
             k = min(self.rank, len(mean) - 1)
             rest = values[:-k].mean()  # the variance left outside the top-k directions, spread evenly
-            self.scale[key] = (vectors[:, -k:] * (values[-k:] - rest).clamp_min(0).sqrt()).float().contiguous()  # (E, k)
+            factor = vectors[:, -k:] * (values[-k:] - rest).clamp_min(0).sqrt()  # (E, k)
+            self.scale[key] = factor.float().contiguous()
             self.rest[key] = rest.clamp_min(0).sqrt().reshape(1).float()
 
     def sample(self, key: int, n: int, generator: torch.Generator | None = None) -> Tensor:

@@ -92,7 +92,7 @@ def _run_notebook(browser, lab, name: str):
     url, token = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(f"{url}/lab/workspaces/{name.split('_')[0]}/tree/{name}?reset&token={token}")
-    notebook = f"window.jupyterapp?.shell.currentWidget"
+    notebook = "window.jupyterapp?.shell.currentWidget"
     page.wait_for_function(f"() => {notebook}?.context?.path === {json.dumps(name)} && {notebook}.sessionContext"
                            "?.session?.kernel?.connectionStatus === 'connected'", timeout=90_000)
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -53,10 +52,6 @@ def _flip_byte(path: Path, where: float = 0.6) -> None:
     data = bytearray(path.read_bytes())
     data[int(len(data) * where)] ^= 0xFF
     path.write_bytes(bytes(data))
-
-
-def _newest(folder: Path, pattern: str) -> Path:
-    return max(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
 
 
 def _write(path: Path, content: bytes | str) -> Path:
@@ -129,20 +124,19 @@ def _other_config_in_out(tmp, partial_run, **_):
 
 
 def _corrupt_cache(kind: str, flip: bool = True):
+    """Corrupt every cached file of one kind (the session cache may hold several sizes of each)."""
+    pattern = {"raw": "raw/mnist-*.npz", "features": "features/mnist-*.safetensors",
+               "backbone": "backbones/binding-*.safetensors"}[kind]
+
     def setup(tmp, cache_dir, monkeypatch, **_):
         cache = _copy_cache(cache_dir, tmp, monkeypatch)
-        if kind == "raw":
-            target = _newest(cache / "raw", "mnist-*.npz")
-        elif kind == "features":
-            target = _newest(cache / "features", "mnist-*.safetensors")
-        else:
-            target = _newest(cache / "backbones", "binding-*.safetensors")
-        if flip:
-            _flip_byte(target)
-        else:  # NaNs under a valid checksum: the file reads back fine, its values do not
-            tensors, meta = utils.read_tensor_file(target, "")
-            tensors["tokens"][0, 0, 0] = float("nan")
-            target.write_bytes(utils.tensor_file_bytes(tensors, {k: v for k, v in meta.items() if k != "sha256"}))
+        for target in cache.glob(pattern):
+            if flip:
+                _flip_byte(target)
+            else:  # NaNs under a valid checksum: the file reads back fine, its values do not
+                tensors, meta = utils.read_tensor_file(target, "")
+                tensors["tokens"][0, 0, 0] = float("nan")
+                target.write_bytes(utils.tensor_file_bytes(tensors, {k: v for k, v in meta.items() if k != "sha256"}))
         return [*RUN, str(tmp / "out")]
     return setup
 

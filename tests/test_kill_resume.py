@@ -28,7 +28,8 @@ def reference(ci_cfg, ci_stream, tmp_path_factory):
 
 
 def _weights(run: Run) -> dict[str, bytes]:
-    return {str(p.relative_to(run.path)): p.read_bytes() for p in sorted((run.path / "checkpoints").rglob("*.safetensors"))}
+    files = sorted((run.path / "checkpoints").rglob("*.safetensors"))
+    return {str(p.relative_to(run.path)): p.read_bytes() for p in files}
 
 
 # ci: tasks of ~105 samples, batch 32, 10 epochs -> ~30 optimiser steps per task; each finished step writes

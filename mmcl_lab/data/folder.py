@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MIN_PER_CLASS
+from ..validate import MIN_PER_CLASS
 from . import RawData
 
 SIZE, FRAMES, SAMPLE_RATE, MAX_SECONDS = 64, 8, 22050, 5.0

@@ -1,0 +1,131 @@
+"""A run directory on disk: config, tidy results, probe snapshots, per-task checkpoints; every file written
+atomically and every tensor file checksummed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .config import RunConfig, from_yaml, to_yaml
+from .methods import Method
+from .utils import (CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text, read_tensor_file,
+                    rng_state, set_rng_state, tensor_file_bytes)
+
+RESULT_COLUMNS = ["step", "task", "modality", "setting", "metric", "value", "n"]
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """Read a safetensors file, checksum verified; anything else (a pickle, a torch.save file) is refused, never
+    unpickled."""
+    path = Path(path)
+    if path.suffix in (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin"):
+        raise ValueError(f"{path}: pickled checkpoints are refused (they can execute code); use .safetensors")
+    return read_tensor_file(path, "pickled, truncated or corrupt files are refused")[0]
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """sha256 of the config's YAML: checkpoints record it, so an edited config.yaml is caught on resume."""
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
+
+
+def _split_state(state: dict) -> tuple[dict[str, Tensor], dict]:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, Tensor)}
+    return tensors, {k: v for k, v in state.items() if not isinstance(v, Tensor)}
+
+
+class Run:
+    """One experiment on disk; every file in it is written atomically."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        done = self.latest_step()
+        return f"Run({str(self.path)!r}, tasks done: {0 if done is None else done + 1})"
+
+    def exists(self) -> bool:
+        """Whether the directory holds a run (its config.yaml)."""
+        return (self.path / "config.yaml").exists()
+
+    def config(self) -> RunConfig:
+        return from_yaml(self.path / "config.yaml")
+
+    def results(self) -> pd.DataFrame:
+        """The tidy results table (empty before the first evaluation)."""
+        path = self.path / "results.csv"
+        if not path.exists():
+            return pd.DataFrame(columns=RESULT_COLUMNS)
+        try:
+            table = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CorruptFile(f"{path}: not a readable results table ({type(err).__name__}); rerun the run") from None
+        missing = [c for c in RESULT_COLUMNS if c not in table.columns]
+        if missing:
+            raise CorruptFile(f"{path}: not an mmcl_lab results table (no columns {missing})")
+        return table
+
+    def write_results(self, df: pd.DataFrame) -> None:
+        atomic_write_text(self.path / "results.csv", df[RESULT_COLUMNS].to_csv(index=False))
+
+    def checkpoint_dir(self, step: int) -> Path:
+        return self.path / "checkpoints" / f"step_{step:03d}"
+
+    def save_checkpoint(self, step: int, model: torch.nn.Module, method: Method, cfg: RunConfig) -> None:
+        """Model and method tensors as checksummed safetensors, the rest as JSON; state.json, written last, marks
+        the checkpoint complete and records the config it belongs to."""
+        d = self.checkpoint_dir(step)
+        tensors, extra = _split_state(method.state_dict())
+        atomic_write_bytes(d / "model.safetensors", tensor_file_bytes(_split_state(model.state_dict())[0]))
+        atomic_write_bytes(d / "method.safetensors", tensor_file_bytes(tensors))
+        atomic_write_json(d / "state.json", {"step": step, "method": extra, "rng": rng_state(),
+                                             "config": config_digest(cfg)})
+
+    def complete_steps(self) -> list[int]:
+        """Steps whose checkpoint is complete, oldest first."""
+        return sorted(int(p.parent.name.split("_")[1]) for p in (self.path / "checkpoints").glob("step_*/state.json"))
+
+    def latest_step(self) -> int | None:
+        """The newest step whose checkpoint is complete."""
+        return (self.complete_steps() or [None])[-1]
+
+    def read_checkpoint(self, step: int) -> dict:
+        """A checkpoint's model tensors, method state and JSON state, every file verified; CorruptFile if not."""
+        d = self.checkpoint_dir(step)
+        try:
+            state = json.loads((d / "state.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CorruptFile(f"{d / 'state.json'}: unreadable checkpoint state ({type(err).__name__})") from None
+        return {"model": load_tensors(d / "model.safetensors"),
+                "method": {**load_tensors(d / "method.safetensors"), **state["method"]}, "state": state}
+
+    def load_checkpoint(self, step: int, model: torch.nn.Module, method: Method, ckpt: dict | None = None) -> None:
+        """Put a checkpoint (read now, or already read by read_checkpoint) into model, method and the RNGs."""
+        ckpt = ckpt or self.read_checkpoint(step)
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as err:  # another model.dim, layers or feature space
+            raise ValueError(f"{self.checkpoint_dir(step) / 'model.safetensors'} does not fit this model: "
+                             f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}") from None
+        method.load_state_dict(ckpt["method"])
+        set_rng_state(ckpt["state"]["rng"])
+
+    def save_probe(self, step: int, tensors: dict[str, Tensor]) -> None:
+        atomic_write_bytes(self.path / "probes" / f"step_{step:03d}.safetensors", tensor_file_bytes(tensors))
+
+    def probes(self) -> dict[int, dict[str, Tensor]]:
+        """Probe embeddings per step (step -1 = before training)."""
+        files = sorted((self.path / "probes").glob("step_*.safetensors"))
+        return {int(p.stem.split("_")[1]): load_tensors(p) for p in files}
+
+    def probe_meta(self) -> dict:
+        return json.loads((self.path / "probes" / "meta.json").read_text())
+
+    def memory_bytes(self) -> int:
+        """Bytes the method kept across tasks (features, statistics, snapshots) after its last step."""
+        path = self.path / "memory.json"
+        return json.loads(path.read_text())["bytes"] if path.exists() else 0

@@ -1,12 +1,13 @@
-"""Fault injection: SIGKILL `mmcl-lab run --preset ci` at random moments, from an empty cache (so kills land in
-data generation, feature extraction, pretraining and training alike), resume, and compare with a clean run.
+"""Fault injection: SIGKILL `mmcl-lab run --preset ci` at random moments, resume, and compare with a clean run.
 
     python benchmarks/fault_injection.py [--kills 20] [--seed 0]
 
-Each round: an empty cache and run folder; start the run; kill it after a random delay (uniform over the
-measured length of a clean run); start the same command again, which completes the caches and resumes the
-run; then check that results.csv and every checkpoint are byte-equal to the clean run's and that no temp file
-is left anywhere. Prints one line per round and a summary; exits 1 on any mismatch.
+Half of the rounds start from an empty cache, so their kills land in data generation, feature extraction and
+pretraining; the other half start from a warm cache, so theirs land in training, evaluation and checkpointing.
+Each round: a new run folder (and, cold, a new cache); start the run; kill it after a random delay, uniform over
+the measured length of a clean run of that kind; start the same command again, which completes the caches and
+resumes the run; then check that results.csv and every checkpoint are byte-equal to the clean run's and that no
+temp file is left anywhere. Prints one line per round and a summary; exits 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -51,21 +52,27 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="mmcl_faults_"))
-    _, clean_seconds = _run(work / "clean" / "run", work / "clean" / "cache")
+    warm_cache = work / "clean" / "cache"
+    _, cold_seconds = _run(work / "clean" / "run", warm_cache)
+    _, warm_seconds = _run(work / "clean" / "again", warm_cache)
     reference = _files(work / "clean" / "run")
-    print(f"clean run from an empty cache: {clean_seconds:.1f} s, {len(reference)} result and checkpoint files")
+    assert _files(work / "clean" / "again") == reference, "two clean runs differ"
+    print(f"clean run: {cold_seconds:.1f} s from an empty cache, {warm_seconds:.1f} s from a warm one; "
+          f"{len(reference)} result and checkpoint files")
     failures, killed = 0, 0
     for i in range(args.kills):
-        root = work / f"round_{i:02d}"
-        delay = rng.uniform(0.5, clean_seconds)
-        code, _ = _run(root / "run", root / "cache", kill_after=delay)
+        root, cold = work / f"round_{i:02d}", i % 2 == 0
+        delay = rng.uniform(0.5, cold_seconds if cold else warm_seconds)
+        cache = root / "cache" if cold else warm_cache
+        code, _ = _run(root / "run", cache, kill_after=delay)
         killed += code == -signal.SIGKILL
         done = len(list((root / "run" / "checkpoints").glob("step_*/state.json")))
-        _run(root / "run", root / "cache")
+        _run(root / "run", cache)
         same = _files(root / "run") == reference
-        leftovers = [p for p in root.rglob("*.tmp")]
+        leftovers = [*root.rglob("*.tmp"), *warm_cache.rglob("*.tmp")]
         failures += (not same) or bool(leftovers)
-        print(f"round {i:2d}: killed at {delay:5.1f} s ({'killed' if code else 'had finished'}, {done} tasks "
+        print(f"round {i:2d} ({'empty' if cold else 'warm'} cache): killed at {delay:5.1f} s "
+              f"({'killed' if code else 'had finished'}, {done} tasks "
               f"checkpointed) -> resumed: {'byte-equal' if same else 'DIFFERENT'}, "
               f"{len(leftovers)} temp files left", flush=True)
         shutil.rmtree(root)

@@ -162,6 +162,8 @@ def _one_line(err: BaseException) -> str:
     else:
         text = str(err) or type(err).__name__
     return " ".join(text.split())
+
+
 def _dispatch(args) -> int:
     from .config import load_config
     from .run import preflight, resume, run_stream

@@ -12,9 +12,10 @@ from torch import Tensor
 from .batches import merge_spaces
 from .cache import cached_features
 from .config import RunConfig
-from .data import RawData, load_raw, split_indices
+from .data import RawData, cache_root, load_raw, split_indices
 from .encoders import create_encoder
 from .pretrain import Backbone, attach_backbone
+from .utils import clean_stale_tmp
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +95,7 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, pretrained: bool 
     pretrained=True also attach the pretrained backbone (built and cached on first use)."""
     progress = cfg.train.progress if progress is None else progress
     start = time.perf_counter()
+    clean_stale_tmp(cache_root(cfg.data.cache_dir))  # what a killed writer left in the cache
     per_modality = {m: _load_modality(cfg, m, progress) for m in cfg.stream.modalities}
     plan = [(m, k) for m in cfg.stream.modalities for k in range(cfg.stream.tasks_per_modality)]
     tasks, names, mods = [], [], []

@@ -43,6 +43,11 @@ def shade(colour: str, i: int, n: int) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
+def _method(run: Run) -> str:
+    """The method a run trained, for figure titles (figures of two methods often sit side by side)."""
+    return run.config().method.name
+
+
 def step_label(step: int) -> str:
     """'before training' for step -1, else 'after task k'."""
     return "before training" if step < 0 else f"after task {step}"
@@ -58,7 +63,7 @@ def accuracy_heatmap(run: Run, setting: str = "known") -> go.Figure:
     z = np.vstack([init, R])
     fig = go.Figure(go.Heatmap(z=z, x=cols, y=rows, zmin=0, zmax=1, colorscale="Viridis",
                                text=np.round(z, 2), texttemplate="%{text}", colorbar=dict(title="acc")))
-    fig.update_layout(title=f"Accuracy R[step, task], {SETTING_NAMES.get(setting, setting)} at test time",
+    fig.update_layout(title=f"{_method(run)}: accuracy R[step, task], {SETTING_NAMES.get(setting, setting)}",
                       xaxis_title="evaluated task", yaxis_title="model", yaxis_autorange="reversed",
                       height=120 + 32 * len(rows))
     return fig
@@ -140,11 +145,11 @@ def _trajectories(df: pd.DataFrame, upto: int) -> list[go.Scatter]:
             for m, p in cent.groupby("modality", sort=False)]
 
 
-def _explorer_layout(df: pd.DataFrame, kind: str, method: str) -> dict:
+def _explorer_layout(df: pd.DataFrame, kind: str, method: str, who: str) -> dict:
     axis = "UMAP" if method == "umap" else "PCA"
     return dict(height=580, xaxis=dict(range=_span(df.x), title=f"{axis} 1 (one fit over all steps)"),
                 yaxis=dict(range=_span(df.y), title=f"{axis} 2"), legend=dict(title="colour"),
-                title=f"Probe embeddings, {SETTING_NAMES.get(kind, kind)}: stars trace each modality's centroid")
+                title=f"{who}: probe embeddings, {SETTING_NAMES.get(kind, kind)}; stars trace each modality's centroid")
 
 
 def drift_figure(run: Run, kind: str = "known", color: str = "modality", method: str | None = None) -> go.Figure:
@@ -155,7 +160,7 @@ def drift_figure(run: Run, kind: str = "known", color: str = "modality", method:
     frames = [go.Frame(name=str(s), data=_scatter(df[df.step == s], color) + _trajectories(df, s)) for s in steps]
     fig = go.Figure(data=frames[-1].data, frames=frames)  # opens on the last step
     fig.update_layout(
-        **_explorer_layout(df, kind, method),
+        **_explorer_layout(df, kind, method, _method(run)),
         sliders=[dict(active=len(steps) - 1, currentvalue=dict(prefix="model: "), steps=[
             dict(label=step_label(s), method="animate", args=[[str(s)], dict(mode="immediate", frame=dict(duration=0))])
             for s in steps])],
@@ -180,7 +185,7 @@ def drift_explorer(run: Run, kind: str = "known", method: str | None = None, int
     method = method or run.config().probe.projection
     df = _probe_frame(run, project(run, kind, method))
     steps = sorted(df.step.unique())
-    fig = go.FigureWidget(layout=_explorer_layout(df, kind, method))
+    fig = go.FigureWidget(layout=_explorer_layout(df, kind, method, _method(run)))
     # The slider's own readout cuts "before training" short: a label beside it names the step instead.
     slider = W.SelectionSlider(options=[(step_label(s), s) for s in steps], value=steps[-1], description="model",
                                readout=False)
@@ -231,7 +236,8 @@ def drift_curves(run: Run, kind: str = "known") -> go.Figure:
     fig.update_xaxes(title_text="after task")
     fig.update_yaxes(title_text="similarity", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="distance in the embedding space", row=1, col=2)
-    fig.update_layout(title=f"How much the probe embeddings move at each task ({SETTING_NAMES.get(kind, kind)})",
+    fig.update_layout(title=f"{_method(run)}: how much the probe embeddings move at each task "
+                            f"({SETTING_NAMES.get(kind, kind)})",
                       height=420)
     return fig
 
@@ -247,7 +253,7 @@ def modality_gap_plot(run: Run, kind: str = "agnostic") -> go.Figure:
     fig = go.Figure([go.Scatter(x=p.step, y=p.gap, mode="lines+markers", name=m, line=dict(color=modality_colour(m)),
                                 marker=dict(symbol=MODALITY_SYMBOLS.get(m)))
                      for m, p in df.groupby("modality", sort=False)])
-    fig.update_layout(title=f"Modality gap: distance from each modality's probe centroid to its class texts' centroid "
+    fig.update_layout(title=f"{_method(run)}: modality gap, probe centroid to class-text centroid "
                             f"({SETTING_NAMES.get(kind, kind)})",
                       xaxis_title="after task (-1 = before training)", yaxis_title="distance", height=400)
     return fig
@@ -265,7 +271,8 @@ def bias_panel(run: Run) -> go.Figure:
             fig.add_trace(go.Scatter(x=p.step, y=p.value, name=f"{m} ({SETTING_NAMES[setting]})", mode="lines+markers",
                                      line=dict(color=modality_colour(m), dash=dash),
                                      marker=dict(symbol=MODALITY_SYMBOLS.get(m))))
-    fig.update_layout(title="Accuracy on the seen tasks of each modality: modality given (solid) vs hidden (dotted)",
+    fig.update_layout(title=f"{_method(run)}: accuracy on the seen tasks of each modality, modality given (solid) "
+                            "vs hidden (dotted)",
                       xaxis_title="after task", yaxis_title="accuracy", yaxis_range=[0, 1], height=420)
     return fig
 
@@ -285,6 +292,7 @@ def realignment_plot(run: Run, step: int | None = None) -> go.Figure:
                                         opacity=0.45 if w == "before" else 1.0,
                                         pattern_shape="/" if w == "before" else ""))
                      for w in ("before", "after")])
-    fig.update_layout(title=f"Re-alignment {step_label(step)}: probe accuracy over the seen classes (modality given)",
+    fig.update_layout(title=f"{_method(run)}: re-alignment {step_label(step)}, probe accuracy over the seen classes "
+                            "(modality given)",
                       barmode="group", yaxis_range=[0, 1], xaxis_title="modality", yaxis_title="accuracy", height=380)
     return fig

@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from mmcl_lab import cli, utils
 from mmcl_lab.config import apply_overrides
 from mmcl_lab.run import Run, resume, run_stream
+from mmcl_lab.streams import build_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -340,7 +341,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(ci_cfg, ci_str
     pd.testing.assert_frame_equal(final, reference.results())
 
 
-def test_stale_temp_files_are_cleaned_on_the_next_start(partial_run, ci_stream, tmp_path):
+def test_stale_temp_files_are_cleaned_on_the_next_start(ci_cfg, partial_run, ci_stream, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(partial_run, run_dir)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -351,6 +352,9 @@ def test_stale_temp_files_are_cleaned_on_the_next_start(partial_run, ci_stream, 
     live = _write(run_dir / f".notes.{os.getpid()}.abc.tmp", "mine")  # a live writer's: kept
     resume(run_dir, ci_stream)
     assert not any(p.exists() for p in leftovers) and not staging.exists() and live.exists()
+    cached = _write(Path(ci_cfg.data.cache_dir) / "features" / f".mnist-x.safetensors.{pid}.q.tmp", "half")
+    build_stream(ci_cfg)
+    assert not cached.exists()
 
 
 def _cli_process(args: list[str], cache: str, **kw) -> subprocess.Popen:

@@ -67,6 +67,10 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+_UMASK = os.umask(0)  # read once (os.umask can only be read by setting it) ...
+os.umask(_UMASK)  # ... and put back at once
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write data to path so that a crash leaves either the old or the new file, never half of one."""
     path = Path(path)
@@ -74,6 +78,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     # The writer's pid is in the temp name, so a later start can tell a killed writer's leftovers (clean_stale_tmp).
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes owner-only files; give the usual mode, as open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -25,6 +26,10 @@ def test_ci_run_writes_a_complete_run_directory(ci_cfg, ci_stream, tmp_path):
     assert {"packages", "git_revision", "device", "prep_seconds"} <= set(prov)
     assert prov["packages"]["torch"] and prov["packages"]["mmcl_lab"]
     assert sorted(run.probes()) == list(range(-1, n))
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {p.stat().st_mode & 0o777 for p in run.path.rglob("*") if p.is_file()}
+    assert modes == {0o666 & ~mask}  # as open() would make them, not mkstemp's owner-only 0o600
 
 
 def test_same_seed_gives_identical_results(ci_cfg, ci_stream, tmp_path):

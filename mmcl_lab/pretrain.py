@@ -28,7 +28,7 @@ from .data import cache_root, load_raw
 from .encoders import create_encoder
 from .model import AlignmentModel
 from .batches import Batch, iterate_batches, merge_spaces, n_batches
-from .utils import atomic_write_bytes, main_process_first, read_tensor_file, tensor_file_bytes
+from .utils import atomic_write_bytes, main_process_first, read_tensor_file, tensor_file_bytes, tensors_digest
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,12 +63,8 @@ class Backbone:
 
 
 def weights_checksum(state: dict[str, Tensor]) -> str:
-    """sha256 over the names and bytes of a state dict's tensors, class texts excluded."""
-    h = hashlib.sha256()
-    for name in sorted(k for k in state if k != "class_text"):
-        h.update(name.encode())
-        h.update(state[name].detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A short sha256 of a state dict's tensors (tensors_digest), class texts excluded."""
+    return tensors_digest({k: v for k, v in state.items() if k != "class_text"})[:16]
 
 
 def build_corpus(cfg: RunConfig, progress: bool = False) -> Corpus:

@@ -184,7 +184,8 @@ def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[
         raise CorruptFile(f"{run.path}: every checkpoint is corrupt; rerun with --overwrite")
     for err in skipped:
         print(f"mmcl-lab: {err}; resuming from the checkpoint before it", file=sys.stderr)
-    if ckpt is not None and ckpt["state"].get("config", config_digest(cfg)) != config_digest(cfg):
+    recorded = ckpt["state"].get("config") if ckpt else None  # None: a checkpoint from before digests were kept
+    if recorded not in (None, config_digest(cfg)):
         raise ValueError(f"{run.path / 'config.yaml'} was edited after step {step} was checkpointed with another "
                          "config; restore it, or rerun with --overwrite")
     missing = sorted(set(range(-1, step + 1)) - set(results.step.astype(int)))

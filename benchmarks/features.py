@@ -16,12 +16,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from mmcl_lab.cache import encode
-from mmcl_lab.config import MODALITIES, apply_overrides, load_config
+from mmcl_lab.backbones import build_backbone
+from mmcl_lab.config import apply_overrides, load_config
 from mmcl_lab.data import load_raw, split_indices
 from mmcl_lab.encoders import create_encoder
+from mmcl_lab.features import encode
 from mmcl_lab.methods import Context, create_method
-from mmcl_lab.model import build_model
 from mmcl_lab.streams import build_stream
 from mmcl_lab.train import train_task
 
@@ -30,11 +30,11 @@ OUT = Path(__file__).with_name("out")
 
 def extraction(cfg) -> tuple[pd.DataFrame, dict]:
     rows, feats = [], {}
-    for m in MODALITIES:
+    for m, entry in cfg.modalities.items():
         start = time.perf_counter()
-        raw = load_raw(getattr(cfg.data, m), m, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
+        raw = load_raw(entry.data, m, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
         gen = time.perf_counter() - start
-        for name in (getattr(cfg.encoders, m), f"{m}/tiny"):
+        for name in (entry.encoder, f"{m}/tiny"):
             enc = create_encoder(name)
             start = time.perf_counter()
             tokens = encode(enc, raw, cfg.encoders.batch_size, progress=False)
@@ -64,15 +64,16 @@ def cached_vs_reencoded(cfg, epochs: int = 1) -> pd.DataFrame:
     """The same epoch of training on cached features vs re-encoding every batch with the frozen encoder."""
     cfg = apply_overrides(cfg, {"train.epochs": epochs, "train.progress": False, "train.device": "cpu"})
     stream = build_stream(cfg)
+    backbone = build_backbone(cfg, stream)
     rows = []
     for task in stream.tasks[:4]:
         torch.manual_seed(0)
-        model, method = build_model(stream, cfg.model), create_method(cfg.method)
+        model, method = backbone.model(stream), create_method(cfg.method)
         method.setup(model, Context.replay(stream, task.id))
         start = time.perf_counter()
         train_task(model, method, task, cfg.train, torch.Generator().manual_seed(0), torch.device("cpu"))
         cached = time.perf_counter() - start
-        enc = create_encoder(getattr(cfg.encoders, task.modality))
+        enc = create_encoder(cfg.modalities[task.modality].encoder)
         raw = stream.raw[task.modality]
         start = time.perf_counter()
         for _ in range(epochs):  # what training without the cache costs: encode, then the same steps

@@ -27,15 +27,17 @@ PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
 
 
 def export() -> None:
-    from mmcl_lab.cache import cached_features
     from mmcl_lab.config import load_config
-    from mmcl_lab.data import load_raw, split_indices
+    from mmcl_lab.data import split_indices
     from mmcl_lab.encoders import create_encoder
+    from mmcl_lab.features import load_features
 
     cfg = load_config("default")
-    raw = load_raw("mnist", "image", cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
-    x = cached_features(create_encoder(cfg.encoders.image), raw, cfg.data.cache_dir, progress=False)
-    text = create_encoder("text/minilm").encode([cfg.templates.image.format(n) for n in raw.class_names])
+    image = cfg.modalities["image"]
+    feats = load_features(image.data, "image", image.encoder, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir,
+                          progress=False)
+    raw, x = feats.raw, feats.tokens
+    text = create_encoder("text/minilm").encode([image.template.format(n) for n in raw.class_names])
     train, test = split_indices(raw.y, 0.3, 0)
     FILE.parent.mkdir(exist_ok=True)
     save_file({"x": x.contiguous(), "y": torch.from_numpy(raw.y), "text": text.contiguous(),
@@ -52,10 +54,31 @@ def _stream(d):
         te = d["test"][torch.isin(d["y"][d["test"]], torch.tensor(pair))]
         tasks.append(Task(tid, "image", SPACE, pair, tuple(names[c] for c in pair), d["x"][tr], d["y"][tr],
                           d["x"][te], d["y"][te], tr.numpy(), te.numpy(), np.arange(min(6, len(te)))))
-    return TaskStream(tasks, names, ("image",) * 10, d["text"], {SPACE: (4, 1280)}, True)
+    return TaskStream(tasks, names, ("image",) * 10, names, {SPACE: (4, 1280)}, True), _untrained(d["text"])
 
 
-def ours(stream, method: str) -> tuple[float, float]:
+def _untrained(text):
+    """The same randomly initialised head for both libraries (no pretraining): a backbone whose text tower
+    returns the exported MiniLM texts."""
+    from mmcl_lab.backbones import Backbone
+    from mmcl_lab.backbones.binding import AlignmentModel
+    from mmcl_lab.config import ModelConfig
+
+    class Untrained(Backbone):
+        key, seconds, reference = "untrained", 0.0, None
+
+        def encode_text(self, texts):
+            return text
+
+        def model(self, stream, pretrained=True):
+            return AlignmentModel(stream.feature_spaces, text, ModelConfig())
+
+        def checksum(self):
+            return "untrained"
+    return Untrained()
+
+
+def ours(stream, backbone, method: str) -> tuple[float, float]:
     from mmcl_lab.config import load_config
     from mmcl_lab.metrics import accuracy_matrix, average_accuracy
     from mmcl_lab.run import run_stream
@@ -63,7 +86,7 @@ def ours(stream, method: str) -> tuple[float, float]:
     cfg = load_config("default", {"method.name": method, "train.epochs": EPOCHS, "train.batch_size": BATCH,
                                   "train.lr": LR, "train.progress": False, "train.device": "cpu"})
     start = time.perf_counter()
-    run = run_stream(cfg, tempfile.mkdtemp(), stream)
+    run = run_stream(cfg, tempfile.mkdtemp(), stream, backbone=backbone)
     seconds = time.perf_counter() - start
     return seconds, average_accuracy(accuracy_matrix(run.results(), "known")[0])
 
@@ -79,18 +102,15 @@ class _Features(torch.utils.data.Dataset):
         return self.x[i], int(self.y[i])
 
 
-def theirs(stream, method: str) -> tuple[float, float]:
+def theirs(stream, backbone, method: str) -> tuple[float, float]:
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
     from avalanche.benchmarks.utils import as_classification_dataset
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import EWC, Naive, Replay
 
-    from mmcl_lab.config import ModelConfig
-    from mmcl_lab.model import AlignmentModel
-
     torch.manual_seed(0)
-    head = AlignmentModel(stream.feature_spaces, stream.class_text, ModelConfig())
+    head = backbone.model(stream)
 
     class Classifier(torch.nn.Module):
         def __init__(self):
@@ -120,12 +140,12 @@ def theirs(stream, method: str) -> tuple[float, float]:
 
 
 def compare() -> None:
-    stream = _stream(load_file(str(FILE)))
-    ours(stream, "finetune"), theirs(stream, "finetune")  # warm-up: lazy imports and first-call costs
+    stream, backbone = _stream(load_file(str(FILE)))
+    ours(stream, backbone, "finetune"), theirs(stream, backbone, "finetune")  # warm-up: lazy imports, first calls
     rows = []
     for method in ("finetune", "er", "ewc"):
         for lib, fn in (("mmcl_lab", ours), ("avalanche 0.6.0", theirs)):
-            seconds, acc = fn(stream, method)
+            seconds, acc = fn(stream, backbone, method)
             rows.append(dict(method=method, library=lib, seconds=round(seconds, 2), avg_acc=round(acc, 3)))
     table = pd.DataFrame(rows)
     table.to_csv(FILE.with_name("peer_avalanche.csv"), index=False)

@@ -15,11 +15,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from mmcl_lab.config import apply_overrides, load_config
-from mmcl_lab.evaluate import zero_shot_table
-from mmcl_lab.model import AlignmentModel, build_model
-from mmcl_lab.pretrain import build_corpus, pretrain
+from mmcl_lab.backbones.binding import AlignmentModel, build_corpus, pretrain
 from mmcl_lab.batches import merge_spaces
+from mmcl_lab.config import apply_overrides, load_config
+from mmcl_lab.encoders import create_encoder
+from mmcl_lab.evaluate import zero_shot_table
 from mmcl_lab.streams import build_stream
 
 OUT = Path(__file__).with_name("out")
@@ -32,19 +32,21 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     base = load_config(args.preset, dict(o.split("=", 1) for o in args.overrides))
-    stream = build_stream(apply_overrides(base, {"train.progress": False}), pretrained=False)
+    stream = build_stream(apply_overrides(base, {"train.progress": False, "train.device": "cpu"}))
+    text_tower = create_encoder(base.encoders.text)
+    class_text = text_tower.encode(list(stream.class_prompts)).float()
     print(f"machine: {torch.get_num_threads()} torch threads, no GPU used")
     rows = []
     for shift in [float(s) for s in args.shifts.split(",")]:
         cfg = apply_overrides(base, {"pretrain.shift": shift})
         start = time.perf_counter()
-        corpus = build_corpus(cfg)
+        corpus = build_corpus(cfg, text_tower)
         prep = time.perf_counter() - start
         spaces = merge_spaces([*stream.feature_spaces.items(), *corpus.feature_spaces.items()])
         start = time.perf_counter()
         state = pretrain(cfg, corpus, spaces, progress=False)
         seconds = time.perf_counter() - start
-        model = AlignmentModel(spaces, stream.class_text, cfg.model)
+        model = AlignmentModel(spaces, class_text, cfg.model)
         model.load_backbone(state)
         table = pd.DataFrame(zero_shot_table(model, stream)).assign(
             shift=shift, corpus_samples=sum(len(p.y) for p in corpus.pools), vocabulary=len(corpus.class_names),
@@ -56,7 +58,7 @@ def main() -> None:
               .to_markdown(index=False, floatfmt=".3f"))
         rows.append(table)
     torch.manual_seed(base.seed)
-    chance = pd.DataFrame(zero_shot_table(build_model(stream, base.model, pretrained=False), stream))
+    chance = pd.DataFrame(zero_shot_table(AlignmentModel(spaces, class_text, base.model), stream))
     print("\nrandom, never pretrained model (the `chance` method):")
     print(chance[["modality", "known", "agnostic", "text_to_sample_r1"]].to_markdown(index=False, floatfmt=".3f"))
     OUT.mkdir(exist_ok=True)

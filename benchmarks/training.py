@@ -20,7 +20,7 @@ import torch
 
 from mmcl_lab.config import apply_overrides, load_config
 from mmcl_lab.methods import Context, create_method
-from mmcl_lab.model import build_model
+from mmcl_lab.backbones import build_backbone
 from mmcl_lab.registry import METHODS
 from mmcl_lab.run import run_stream
 from mmcl_lab.streams import build_stream
@@ -40,13 +40,14 @@ def _one_method(name: str) -> dict:
     """Train one method over the default stream in this (fresh) process; report time and peak memory."""
     cfg = load_config("default", {"train.progress": False, "train.device": "cpu", "method.name": name})
     stream = build_stream(cfg, progress=False)
+    backbone = build_backbone(cfg, stream, DEVICE, progress=False)
     stream.raw.clear()  # raw signals are not needed for training on cached features
     gc.collect()
     Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak-RSS mark to the current RSS
     before = _status_mb("VmHWM")
     torch.manual_seed(0)
-    model, method = build_model(stream, cfg.model), create_method(cfg.method)
-    context = Context(cfg.stream.modalities, DEVICE, cfg.seed, stream.backbone)
+    model, method = backbone.model(stream), create_method(cfg.method)
+    context = Context(cfg.stream.modalities, DEVICE, cfg.seed, backbone)
     method.setup(model, context)
     steps = 0
     start = time.perf_counter()
@@ -75,13 +76,14 @@ def plain_loop_ratio(cfg, stream) -> pd.DataFrame:
     """Our loop (finetune) vs a hand-written PyTorch loop doing the same forward/backward/step."""
     task = stream[0]
     torch.manual_seed(0)
-    model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": "finetune"}).method)
+    backbone = build_backbone(cfg, stream, DEVICE, progress=False)
+    model, method = backbone.model(stream), create_method(apply_overrides(cfg, {"method.name": "finetune"}).method)
     method.setup(model, Context.replay(stream, 0, DEVICE))
     start = time.perf_counter()
     method.fit_task(model, task, cfg.train)
     ours = time.perf_counter() - start
     torch.manual_seed(0)
-    model = build_model(stream, cfg.model)
+    model = backbone.model(stream)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
     classes = torch.tensor(task.classes)
     target = torch.searchsorted(classes, task.train_y)
@@ -127,7 +129,8 @@ def probe_cost(cfg, stream) -> pd.DataFrame:
 
     run = run_stream(apply_overrides(cfg, {"method.name": "comm"}), tempfile.mkdtemp(), stream)
     torch.manual_seed(0)
-    model, method = build_model(stream, cfg.model), create_method(apply_overrides(cfg, {"method.name": "comm"}).method)
+    backbone = build_backbone(cfg, stream, DEVICE, progress=False)
+    model, method = backbone.model(stream), create_method(apply_overrides(cfg, {"method.name": "comm"}).method)
     method.setup(model, Context.replay(stream, -1, DEVICE))
     start = time.perf_counter()
     capture(model, method, stream, DEVICE)

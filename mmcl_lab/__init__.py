@@ -2,11 +2,14 @@
 
 __version__ = "0.1.0"
 
-from . import compare, data, encoders, methods  # noqa: F401,E402  (fills the registries)
+# The plug-in folders first: importing them fills the registries that configs are checked against.
+from . import modalities, data, encoders, backbones, methods  # noqa: F401,E402
+from . import compare  # noqa: F401,E402
+from .backbones import build_backbone  # noqa: E402
 from .config import RunConfig, load_config  # noqa: E402
-from .registry import DATASETS, ENCODERS, METHODS  # noqa: E402
+from .registry import BACKBONES, DATASETS, ENCODERS, METHODS, MODALITIES  # noqa: E402
 from .run import Run, resume, run_dir_for, run_stream  # noqa: E402
 from .streams import Task, TaskStream, build_stream  # noqa: E402
 
-__all__ = ["RunConfig", "load_config", "DATASETS", "ENCODERS", "METHODS", "Run", "resume", "run_dir_for", "run_stream",
-           "Task", "TaskStream", "build_stream", "__version__"]
+__all__ = ["RunConfig", "load_config", "BACKBONES", "DATASETS", "ENCODERS", "METHODS", "MODALITIES", "Run", "resume",
+           "run_dir_for", "run_stream", "Task", "TaskStream", "build_backbone", "build_stream", "__version__"]

@@ -50,20 +50,22 @@ def pretrain_report(cfg) -> str:
     """Build the stream and its backbone (cached), then the backbone's zero-shot table as Markdown."""
     import pandas as pd
 
+    from .backbones import build_backbone
     from .evaluate import zero_shot_table
-    from .model import build_model
     from .streams import build_stream
+    from .utils import resolve_device
 
-    stream = build_stream(cfg)
-    backbone = stream.backbone
-    corpus = backbone.corpus
+    start, device = time.perf_counter(), resolve_device(cfg.train.device)
+    stream = build_stream(cfg, device=device)
+    backbone = build_backbone(cfg, stream, device)
+    ready, corpus = time.perf_counter() - start, backbone.reference
     how = f"pretrained in {backbone.seconds:.1f} s" if backbone.seconds else "read from the cache"
-    table = pd.DataFrame(zero_shot_table(build_model(stream, cfg.model), stream))
+    table = pd.DataFrame(zero_shot_table(backbone.model(stream).to(device), stream, device))
     return "\n".join([
-        f"backbone {backbone.key} ({how}; weights {backbone.checksum()}): {cfg.model.layers} layers x "
-        f"{cfg.model.dim}, corpus of {sum(len(p.y) for p in corpus.pools)} samples over "
+        f"backbone {cfg.model.backbone} {backbone.key} ({how}; weights {backbone.checksum()}): {cfg.model.layers} "
+        f"layers x {cfg.model.dim}, corpus of {sum(len(p.y) for p in corpus.pools)} samples over "
         f"{len(corpus.class_names)} class names, shift {cfg.pretrain.shift}",
-        f"data, features and backbone ready in {stream.prep_seconds:.1f} s", "",
+        f"data, features and backbone ready in {ready:.1f} s", "",
         "## zero-shot accuracy on the stream's test data (untouched backbone)", "",
         table.to_markdown(index=False, floatfmt=".3f")])
 
@@ -165,22 +167,25 @@ def _one_line(err: BaseException) -> str:
 
 
 def _dispatch(args) -> int:
+    from .backbones import build_backbone
     from .config import load_config
     from .run import preflight, resume, run_stream
     from .streams import build_stream
-    from .utils import dist_info
+    from .utils import dist_info, resolve_device
 
     say = print if dist_info()[0] == 0 else (lambda *a, **k: None)
     if args.command == "pretrain":
         say(pretrain_report(load_config(args.preset, _overrides(args.overrides))))
     elif args.command == "run":
         cfg = load_config(args.preset, _overrides(args.overrides), tuned=args.tuned)
-        _validate_names(cfg)
         preflight(cfg, args.out or cfg.out_dir, args.overwrite)  # fail before minutes of data preparation
-        stream = build_stream(cfg)
-        say(f"data, features and pretrained backbone ready in {stream.prep_seconds:.1f} s (cached after the first run)")
+        start, device = time.perf_counter(), resolve_device(cfg.train.device)
+        stream = build_stream(cfg, device=device)
+        backbone = build_backbone(cfg, stream, device)
+        say(f"data, features and pretrained backbone ready in {time.perf_counter() - start:.1f} s "
+            "(cached after the first run)")
         start = time.perf_counter()
-        run = run_stream(cfg, args.out, stream, overwrite=args.overwrite)
+        run = run_stream(cfg, args.out, stream, overwrite=args.overwrite, backbone=backbone)
         say(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
         say(report(run.path))
         say(f"run directory: {run.path}")
@@ -216,17 +221,6 @@ def _seeds(text: str) -> list[int]:
         return [int(s) for s in text.split(",")]
     except ValueError:
         raise ConfigError(f"--seeds expects comma-separated integers such as 0,1,2, got {text!r}") from None
-
-
-def _validate_names(cfg) -> None:
-    """Unknown method or encoder names fail before any data is generated, listing valid choices."""
-    from .config import MODALITIES
-    from .methods import create_method
-    from .registry import ENCODERS
-
-    create_method(cfg.method)
-    for m in (*MODALITIES, "text"):
-        ENCODERS.get(getattr(cfg.encoders, m).partition("@")[0])
 
 
 if __name__ == "__main__":

@@ -7,15 +7,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import stats
-from tqdm.auto import tqdm
 
-from .config import RunConfig, apply_overrides
+from .config import ConfigError, RunConfig, apply_overrides, tuned_overrides
 from .metrics import summary
 from .registry import METHODS
-from .run import run_stream
-from .streams import build_stream
-from .tune import tuned_overrides
-from .utils import atomic_write_text, dist_info
+from .run import run_many
+from .utils import atomic_write_text
 
 ABLATIONS = {  # COMM with one component switched off at a time
     "comm -prompts": {"prompt_depth": 0},  # re-alignment only: the frozen backbone plus the A_m maps
@@ -50,21 +47,21 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
     per-run table runs.csv. tuned=True starts each method from its shipped validation-tuned settings
     (tune.py); `extra` adds labelled variants (label -> (method, params))."""
     for name in methods or ():
-        METHODS.get(name)  # an unknown name fails before any stream is built or any run written
+        if name not in METHODS:  # an unknown name fails before any stream is built or any run written
+            raise ConfigError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS.names())}")
     out = Path(out_dir)
-    jobs = [(seed, label, name, params) for seed in seeds
-            for label, (name, params) in {**variants(methods, ablation), **(extra or {})}.items()]
-    rows, streams = [], {}
-    for seed, label, name, params in tqdm(jobs, desc="compare", unit="run", disable=dist_info()[0] > 0):
-        run_cfg = apply_overrides(cfg, {"seed": seed, "method.name": name, "train.progress": False,
-                                        **(tuned_overrides(name) if tuned else {})})
-        run_cfg = apply_overrides(run_cfg, {f"method.params.{k}": v for k, v in params.items()})
-        key = (run_cfg.stream.order, seed if run_cfg.stream.order == "random" or cfg.data.vary_split else 0)
-        if key not in streams:
-            streams[key] = build_stream(run_cfg)
-        run_dir = out / label.replace(" ", "_") / f"seed_{seed}"
-        run = run_stream(apply_overrides(run_cfg, {"out_dir": str(run_dir)}), run_dir, streams[key])
-        rows.append(summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20))
+    labels, jobs = [], []
+    for seed in seeds:
+        for label, (name, params) in {**variants(methods, ablation), **(extra or {})}.items():
+            run_cfg = apply_overrides(cfg, {"seed": seed, "method.name": name, "train.progress": False,
+                                            **(tuned_overrides(name) if tuned else {})})
+            run_dir = out / label.replace(" ", "_") / f"seed_{seed}"
+            run_cfg = apply_overrides(run_cfg, {**{f"method.params.{k}": v for k, v in params.items()},
+                                                "out_dir": str(run_dir)})
+            labels.append((label, seed))
+            jobs.append((run_cfg, run_dir))
+    rows = [summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20)
+            for (label, seed), run in zip(labels, run_many(jobs, "compare"))]
     per_run = pd.concat(rows, ignore_index=True)
     atomic_write_text(out / "runs.csv", per_run.to_csv(index=False))
     table = aggregate(per_run)

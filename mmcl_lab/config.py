@@ -1,8 +1,17 @@
-"""Typed run configuration: frozen dataclasses, named presets, dotted overrides and a YAML round-trip."""
+"""Typed run configuration: frozen dataclasses, named presets, dotted overrides, a YAML round-trip, and the one
+check of a whole config (types, ranges, choices, registered names, method parameters).
+
+This module imports only the registries: the plug-in packages fill them when `mmcl_lab` is imported, and the
+check reads them. What this machine can run (folders and weights that exist, a device that is there) is the
+run's preflight (run.py), not the config's.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import string
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -10,18 +19,42 @@ from typing import Any
 
 import yaml
 
-MODALITIES = ("image", "video", "audio", "depth")
+from .registry import BACKBONES, DATASETS, ENCODERS, METHODS, MODALITIES
+
 STREAM_ORDERS = ("interleaved", "blocked", "random")
+# One training, one validation and one test sample per class at the least: the split needs all three.
+MIN_PER_CLASS = 3
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+TUNED_FILE = Path(__file__).with_name("tuned.yaml")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that is not valid."""
+
+
+@dataclass(frozen=True)
+class ModalityConfig:
+    """One modality of the run: where its data come from, how they are encoded and templated, and which
+    dataset pretrains the backbone on it. Every field starts from the modality's registered default."""
+
+    data: str  # a registered dataset name, or "folder:<root>" for your own files
+    encoder: str  # a registered encoder: "name" or "name@path-or-hub-id"
+    template: str  # the text a class name is aligned to; "{}" is the name
+    corpus: str  # a registered pretraining-corpus dataset
+
+
+def modality_defaults(name: str, key: str = "stream.modalities") -> ModalityConfig:
+    """The registered defaults of modality name, or a ConfigError naming key."""
+    if name not in MODALITIES:
+        raise ConfigError(f"{key}: unknown modality {name!r}; registered: {', '.join(MODALITIES.names())}")
+    m = MODALITIES.get(name)
+    return ModalityConfig(m.data, m.encoder, m.template, m.corpus)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which registered dataset feeds each modality, and how much of it."""
+    """How much of each modality's dataset is used, and how it is split."""
 
-    image: str = "mnist"  # a registered dataset name, or "folder:<root>" for your own files
-    video: str = "moving_digits"
-    audio: str = "spoken_words"
-    depth: str = "shapes"
     n_per_class: int = 150  # samples generated (or read, at most) per class, train + test
     test_fraction: float = 0.3
     val_fraction: float = 0.2  # of each class's training part, held out for tuning (stream.evaluate_on=val)
@@ -32,24 +65,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Frozen encoder per modality ("name" or "name@path-or-hub-id") and the text anchor."""
+    """The text anchor and the extraction batch size (each modality's encoder is in modalities.<name>)."""
 
-    image: str = "image/efficientnet_lite0"
-    video: str = "video/efficientnet_lite0"
-    audio: str = "audio/efficientnet_lite0"
-    depth: str = "depth/efficientnet_lite0"
     text: str = "text/minilm"
     batch_size: int = 64  # extraction batch size
-
-
-@dataclass(frozen=True)
-class TemplateConfig:
-    """Prompt template per modality that turns a class name into the text it is aligned to."""
-
-    image: str = "a photo of the handwritten character {}"
-    video: str = "a video of a digit {}"
-    audio: str = "the sound of someone saying the word {}"
-    depth: str = "a depth map of a {}"
 
 
 @dataclass(frozen=True)
@@ -65,8 +84,9 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The binding model on top of frozen encoder features (pretrained, then frozen or fine-tuned)."""
+    """The backbone (a registered name, built by the factory in backbones/) and its size."""
 
+    backbone: str = "binding"  # the pretrained binding transformer on frozen encoder features
     dim: int = 128  # width of the transformer
     heads: int = 4
     layers: int = 4
@@ -75,12 +95,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """The pretraining corpus (generated, disjoint from the stream) and the contrastive pretraining run."""
+    """The pretraining corpus (generated, disjoint from the stream; its dataset per modality is in
+    modalities.<name>.corpus) and the contrastive pretraining run."""
 
-    image: str = "corpus_characters"  # a registered corpus dataset per modality
-    video: str = "corpus_motions"
-    audio: str = "corpus_words"
-    depth: str = "corpus_shapes"
     n_per_class: int = 40
     shift: float = 1.0  # how far the corpus's conditions move from the stream's (data/corpus.py)
     epochs: int = 15
@@ -91,7 +108,7 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation budget, identical for every method."""
+    """Optimisation budget, identical for every method, and the device every stage of the run uses."""
 
     epochs: int = 6
     batch_size: int = 64
@@ -117,13 +134,17 @@ class ProbeConfig:
     projection: str = "umap"  # umap | pca, for the drift explorer
 
 
+def _default_modalities() -> dict[str, ModalityConfig]:
+    return {m: modality_defaults(m) for m in StreamConfig().modalities}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines one run; written to the run directory as config.yaml."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    modalities: dict[str, ModalityConfig] = field(default_factory=_default_modalities)
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
-    templates: TemplateConfig = field(default_factory=TemplateConfig)
     stream: StreamConfig = field(default_factory=StreamConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -134,16 +155,13 @@ class RunConfig:
     out_dir: str = "runs/default"
 
 
-class ConfigError(ValueError):
-    """A configuration key or value that is not valid."""
-
-
 def _ci() -> RunConfig:
-    tiny = {f"encoders.{m}": f"{m}/tiny" for m in MODALITIES}
-    # Bare class names: the tiny bag-of-words text encoder would drown them in the shared template words.
-    bare = {f"templates.{m}": "{}" for m in MODALITIES}
+    # Tiny random encoders, and bare class names: the tiny bag-of-words text encoder would drown them in the
+    # shared template words.
+    tiny = {key: value for m in StreamConfig().modalities
+            for key, value in ((f"modalities.{m}.encoder", f"{m}/tiny"), (f"modalities.{m}.template", "{}"))}
     return apply_overrides(RunConfig(), {
-        **tiny, **bare, "encoders.text": "text/tiny", "data.n_per_class": 30, "train.epochs": 10,
+        **tiny, "encoders.text": "text/tiny", "data.n_per_class": 30, "train.epochs": 10,
         "train.batch_size": 32, "train.progress": False, "model.dim": 32, "probe.per_class": 3,
         "pretrain.n_per_class": 10, "pretrain.epochs": 20,
         "probe.projection": "pca", "out_dir": "runs/ci",
@@ -174,17 +192,47 @@ def load_config(preset_or_path: str = "default", overrides: dict[str, Any] | Non
             f"unknown preset or missing file {preset_or_path!r}; presets: {', '.join(PRESETS)}")
     overrides = dict(overrides or {})
     if tuned:
-        from .tune import tuned_overrides
         overrides = {**tuned_overrides(str(overrides.get("method.name", cfg.method.name))), **overrides}
     return apply_overrides(cfg, overrides)
 
 
+def tuned_overrides(method: str) -> dict[str, Any]:
+    """The shipped validation-tuned settings of method (empty when it has none), written by `mmcl-lab tune`."""
+    if not TUNED_FILE.exists():
+        return {}
+    return dict((yaml.safe_load(TUNED_FILE.read_text()) or {}).get(method, {}))
+
+
+# Before modalities were a mapping, each section had one field per modality: data.image, encoders.image,
+# templates.image, pretrain.image. Those keys (in overrides and in older config.yaml files) still work.
+LEGACY = {"data": "data", "encoders": "encoder", "templates": "template", "pretrain": "corpus"}
+
+
+def _modern(path: list[str]) -> list[str]:
+    """modalities.<m>.<field> for a legacy per-modality key, else path unchanged."""
+    if len(path) == 2 and path[0] in LEGACY:
+        section = typing.get_type_hints(RunConfig).get(path[0])  # None: templates, a section no more
+        if path[1] not in ([f.name for f in fields(section)] if section else []):
+            return ["modalities", path[1], LEGACY[path[0]]]
+    return path
+
+
 def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """Apply {"section.key": value} pairs; strings are parsed to the field's type."""
+    """Apply {"section.key": value} pairs (strings are parsed to the field's type), then check the whole config."""
     for key, value in overrides.items():
-        cfg = _set(cfg, key.split("."), value, key)
+        path = _modern(key.split("."))
+        cfg = _set(cfg, path, value, ".".join(path))
+    cfg = _complete(cfg)
     check_config(cfg)
     return cfg
+
+
+def _complete(cfg: RunConfig) -> RunConfig:
+    """Every stream modality gets an entry: its registered defaults where the config names none."""
+    missing = [m for m in cfg.stream.modalities if m not in cfg.modalities and m in MODALITIES]
+    if not missing:
+        return cfg
+    return replace(cfg, modalities={**cfg.modalities, **{m: modality_defaults(m) for m in missing}})
 
 
 def _set(node: Any, path: list[str], value: Any, full_key: str) -> Any:
@@ -196,6 +244,11 @@ def _set(node: Any, path: list[str], value: Any, full_key: str) -> Any:
     if path[0] not in names:
         raise ConfigError(f"unknown config key {full_key!r}; valid keys here: {', '.join(names)}")
     current = getattr(node, path[0])
+    if path[0] == "modalities" and isinstance(node, RunConfig):  # entries keyed by modality name
+        if len(path) != 3:
+            raise ConfigError(f"config key {full_key!r}: name a modality and a field, e.g. modalities.image.encoder")
+        entry = current.get(path[1]) or modality_defaults(path[1], f"modalities.{path[1]}")
+        return replace(node, modalities={**current, path[1]: _set(entry, path[2:], value, full_key)})
     if len(path) > 1:
         if not (is_dataclass(current) or isinstance(current, dict)):
             raise ConfigError(f"config key {full_key!r}: {path[0]!r} has no sub-keys")
@@ -259,10 +312,13 @@ def to_yaml(cfg: RunConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def from_dict(data: dict, cls: type = RunConfig, prefix: str = "") -> Any:
-    """Rebuild a config from a nested dict, rejecting unknown keys and wrong types."""
+def from_dict(data: dict, cls: type = RunConfig, prefix: str = "", base: Any = None) -> Any:
+    """Rebuild a config from a nested dict, rejecting unknown keys and wrong types; with base, the fields data
+    does not name keep base's values."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section {prefix or '<root>'!r} must be a mapping, got {data!r}")
+    if cls is RunConfig:
+        data = _modern_sections(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
@@ -272,15 +328,46 @@ def from_dict(data: dict, cls: type = RunConfig, prefix: str = "") -> Any:
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
-        if is_dataclass(hint):
+        if cls is RunConfig and name == "modalities":
+            kwargs[name] = _modalities_from_dict(value)
+        elif is_dataclass(hint):
             kwargs[name] = from_dict(value, hint, f"{prefix}{name}.")
         else:
             kwargs[name] = coerce(value, hint, prefix + name)
-    return cls(**kwargs)
+    if base is not None:
+        return replace(base, **kwargs)
+    cfg = cls(**kwargs)
+    return _complete(cfg) if cls is RunConfig else cfg
+
+
+def _modern_sections(data: dict) -> dict:
+    """A config.yaml from before modalities were a mapping: its per-modality fields moved into `modalities`."""
+    data = dict(data)
+    for section, name in LEGACY.items():
+        if not isinstance(data.get(section), dict):
+            continue
+        section_data = dict(data[section])
+        for key in list(section_data):
+            if _modern([section, key])[0] == "modalities":
+                entry = dict((data.get("modalities") or {}).get(key, {}), **{name: section_data.pop(key)})
+                data["modalities"] = {**(data.get("modalities") or {}), key: entry}
+        if section_data or section != "templates":
+            data[section] = section_data
+        else:
+            data.pop(section)
+    return data
+
+
+def _modalities_from_dict(value: Any) -> dict[str, ModalityConfig]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section 'modalities' must be a mapping of modality names, got {value!r}")
+    return {str(name): from_dict(entry or {}, ModalityConfig, f"modalities.{name}.",
+                                 base=modality_defaults(str(name), f"modalities.{name}"))
+            for name, entry in value.items()}
 
 
 def from_yaml(path: Path) -> RunConfig:
-    """Read a config.yaml written by to_yaml."""
+    """Read a config.yaml written by to_yaml (or by an older release: see LEGACY)."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -292,4 +379,99 @@ def from_yaml(path: Path) -> RunConfig:
     return cfg
 
 
-from .validate import check_config  # noqa: E402  (validate.py reads this module's names)
+# ---- the one check of a whole config ---------------------------------------------------------------------
+
+
+def check_config(cfg: RunConfig) -> None:
+    """Every value of cfg inside what is allowed, or a ConfigError that names the key, the value and the rule."""
+    bad = [m for m in cfg.stream.modalities if m not in MODALITIES]
+    if bad or not cfg.stream.modalities:
+        raise ConfigError(f"stream.modalities: unknown {bad}; choose from {', '.join(MODALITIES.names())}")
+    if cfg.stream.order not in STREAM_ORDERS:
+        raise ConfigError(f"stream.order {cfg.stream.order!r}; choose from {', '.join(STREAM_ORDERS)}")
+    if cfg.probe.projection not in ("umap", "pca"):
+        raise ConfigError(f"probe.projection {cfg.probe.projection!r}; choose from umap, pca")
+    positive = {"data.n_per_class": cfg.data.n_per_class, "stream.tasks_per_modality":
+                cfg.stream.tasks_per_modality, "train.epochs": cfg.train.epochs,
+                "train.batch_size": cfg.train.batch_size, "model.dim": cfg.model.dim,
+                "model.layers": cfg.model.layers, "pretrain.n_per_class": cfg.pretrain.n_per_class,
+                "pretrain.epochs": cfg.pretrain.epochs, "pretrain.batch_size": cfg.pretrain.batch_size,
+                "model.heads": cfg.model.heads, "probe.per_class": cfg.probe.per_class,
+                "encoders.batch_size": cfg.encoders.batch_size}
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if cfg.pretrain.shift < 0:
+        raise ConfigError(f"pretrain.shift must be at least 0, got {cfg.pretrain.shift}")
+    for key in ("test_fraction", "val_fraction"):
+        if not 0.0 < getattr(cfg.data, key) < 1.0:
+            raise ConfigError(f"data.{key} must be in (0, 1), got {getattr(cfg.data, key)}")
+    if cfg.stream.evaluate_on not in ("test", "val"):
+        raise ConfigError(f"stream.evaluate_on {cfg.stream.evaluate_on!r}; choose from test, val")
+    _check_ranges(cfg)
+    for name, entry in cfg.modalities.items():
+        _check_modality(name, entry)
+    _registered(ENCODERS, cfg.encoders.text, "encoders.text")
+    _registered(BACKBONES, cfg.model.backbone, "model.backbone")
+    method_settings(cfg.method)
+
+
+def _check_ranges(cfg: RunConfig) -> None:
+    """Numbers inside their ranges and a device name torch knows."""
+    for key, value, low in (("train.lr", cfg.train.lr, "positive"), ("pretrain.lr", cfg.pretrain.lr, "positive"),
+                            ("model.temperature", cfg.model.temperature, "positive"),
+                            ("train.weight_decay", cfg.train.weight_decay, "non-negative")):
+        if not math.isfinite(value) or value < 0 or (low == "positive" and value == 0):
+            raise ConfigError(f"{key} must be a finite {low} number, got {value}")
+    if cfg.model.dim % cfg.model.heads:
+        raise ConfigError(f"model.dim={cfg.model.dim} must be divisible by model.heads={cfg.model.heads}")
+    if cfg.data.n_per_class < MIN_PER_CLASS:
+        raise ConfigError(f"data.n_per_class must be at least {MIN_PER_CLASS} (a train, a validation and a test "
+                          f"sample per class), got {cfg.data.n_per_class}")
+    if not DEVICE.fullmatch(cfg.train.device):
+        raise ConfigError(f"train.device {cfg.train.device!r}; choose from auto, cpu, cuda, cuda:N, mps")
+
+
+def _registered(registry, spec: str, key: str):
+    """The registry entry that spec ("name", "name@arg" or "name:arg") names, or a ConfigError naming key."""
+    name = re.split(r"[@:]", spec, maxsplit=1)[0]
+    if name not in registry:
+        raise ConfigError(f"{key}: unknown {registry.kind} {name!r}; available: {', '.join(registry.names())}")
+    return registry.get(name)
+
+
+def _check_modality(name: str, entry: ModalityConfig) -> None:
+    """A modality entry: registered modality, datasets and encoder of that modality, a template with one slot."""
+    key = f"modalities.{name}"
+    modality_defaults(name, key)
+    for what in ("data", "corpus"):
+        source = _registered(DATASETS, getattr(entry, what), f"{key}.{what}")
+        if source.modality not in (None, name):
+            raise ConfigError(f"{key}.{what}={getattr(entry, what)!r} is {source.modality} data, not {name}")
+    encoder = _registered(ENCODERS, entry.encoder, f"{key}.encoder")
+    if getattr(encoder, "modality", name) != name:
+        raise ConfigError(f"{key}.encoder={entry.encoder!r} encodes {encoder.modality}, not {name}")
+    slots = [slot for _, slot, _, _ in string.Formatter().parse(entry.template) if slot is not None]
+    if slots != [""]:
+        raise ConfigError(f"{key}.template {entry.template!r} must hold exactly one {{}} slot for the class name")
+
+
+def method_settings(method: MethodConfig) -> Any:
+    """The method's own Config dataclass filled from method.params: names, types, ranges and choices checked."""
+    if method.name not in METHODS:
+        raise ConfigError(f"method.name: unknown method {method.name!r}; available: {', '.join(METHODS.names())}")
+    cls = METHODS.get(method.name)
+    hints = typing.get_type_hints(cls.Config)
+    names = [f.name for f in fields(cls.Config)]
+    unknown = set(method.params) - set(names)
+    if unknown:
+        raise ConfigError(f"method {method.name!r} has no parameter(s) {sorted(unknown)}; "
+                          f"valid: {', '.join(names) or 'none'}")
+    params = {k: coerce(v, hints[k], f"method.params.{k}") for k, v in method.params.items()}
+    for key, value in params.items():  # every numeric knob is a size, a count, a weight or a rate
+        strict = "temperature" in key or key.endswith("lr")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
+                not math.isfinite(value) or value < 0 or (strict and value == 0)):
+            raise ConfigError(f"method.params.{key} must be a finite {'positive' if strict else 'non-negative'} "
+                              f"number, got {value}")
+    return cls.Config(**params)

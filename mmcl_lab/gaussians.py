@@ -10,22 +10,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .utils import TensorDict
 
 COVARIANCES = ("full", "lowrank", "diag")
 
 
-class GaussianBank:
-    """Mean and covariance of vectors per integer key (a class id or a modality index). The covariance is
-    kept full (a Cholesky factor, E x E), low-rank (the top `rank` principal directions, E x rank, plus an
-    isotropic rest) or diagonal (E standard deviations): less memory, coarser pseudo-features."""
+class GaussianBank(nn.Module):
+    """Mean and covariance of vectors per integer key (a class id or a task id), as module buffers. The
+    covariance is kept full (a Cholesky factor, E x E), low-rank (the top `rank` principal directions, E x rank,
+    plus an isotropic rest) or diagonal (E standard deviations): less memory, coarser pseudo-features."""
 
     def __init__(self, covariance: str = "full", shrinkage: float = 0.1, rank: int = 8):
+        super().__init__()
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {', '.join(COVARIANCES)}, got {covariance!r}")
         self.covariance, self.shrinkage, self.rank = covariance, shrinkage, rank
-        self.mean: dict[int, Tensor] = {}
-        self.scale: dict[int, Tensor] = {}  # Cholesky factor (full), principal factor (lowrank) or stds (diag)
-        self.rest: dict[int, Tensor] = {}  # lowrank: the isotropic standard deviation outside the factor, (1,)
+        self.mean = TensorDict(key_type=int)  # key -> (E,)
+        self.scale = TensorDict(key_type=int)  # Cholesky factor (full), principal factor (lowrank) or stds (diag)
+        self.rest = TensorDict(key_type=int)  # lowrank: the isotropic standard deviation outside the factor, (1,)
 
     def add(self, key: int, z: Tensor) -> None:
         """Fit the Gaussian of key to z (N, E), replacing any earlier fit."""
@@ -34,7 +36,7 @@ class GaussianBank:
         centred = z - mean
         cov = centred.T @ centred / max(len(z) - 1, 1)  # (E, E)
         # Shrink toward a scaled identity: few samples per class give a singular covariance.
-        target = torch.eye(len(mean), dtype=cov.dtype) * cov.diagonal().mean().clamp_min(1e-8)
+        target = torch.eye(len(mean), dtype=cov.dtype, device=cov.device) * cov.diagonal().mean().clamp_min(1e-8)
         cov = (1 - self.shrinkage) * cov + self.shrinkage * target
         self.mean[key] = mean.float()
         # Every factor is stored contiguous: LAPACK hands back column-major ones, and a checkpoint restores them
@@ -63,18 +65,8 @@ class GaussianBank:
         return mean + low @ scale.T + eps * self.rest[key]
 
     def keys(self) -> list[int]:
-        return sorted(self.mean)
-
-    def state_dict(self, prefix: str) -> dict[str, Tensor]:
-        out = {f"{prefix}.mean.{k}": v for k, v in self.mean.items()}
-        out |= {f"{prefix}.rest.{k}": v for k, v in self.rest.items()}
-        return out | {f"{prefix}.scale.{k}": v for k, v in self.scale.items()}
-
-    def load_state_dict(self, state: dict, prefix: str) -> None:
-        entries = [(name[len(prefix) + 1:].split("."), value) for name, value in state.items()
-                   if name.startswith(prefix + ".")]
-        for (kind, key), value in sorted(entries, key=lambda e: int(e[0][1])):  # keys in the order they were added
-            getattr(self, kind)[int(key)] = value
+        """The keys with a fitted Gaussian, sorted."""
+        return sorted(self.mean.keys())
 
 
 def identity_map(dim: int) -> nn.Linear:

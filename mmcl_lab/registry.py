@@ -1,4 +1,5 @@
-"""Name -> factory registries for methods, encoders and datasets; a name taken by another object raises."""
+"""Name -> entry registries for every plug-in kind (modalities, datasets, encoders, backbones, methods); a name taken
+by another object raises. This module imports nothing of the package: every layer can use it."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ def _origin(obj) -> tuple[str, str]:
     return getattr(obj, "__module__", ""), getattr(obj, "__qualname__", repr(obj))
 
 
-METHODS: Registry = Registry("method")
-ENCODERS: Registry = Registry("encoder")
+MODALITIES: Registry = Registry("modality")
 DATASETS: Registry = Registry("dataset")
+ENCODERS: Registry = Registry("encoder")
+BACKBONES: Registry = Registry("backbone")
+METHODS: Registry = Registry("method")

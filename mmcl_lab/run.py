@@ -1,10 +1,15 @@
-"""Running a stream into a run directory (rundir.py): preflight checks, creation in one rename, training task by
-task, checkpoints, provenance; resume."""
+"""Running a stream into a run directory (rundir.py): preflight checks, the device, the backbone by the factory
+and the method by the registry, creation in one rename, training task by task, checkpoints, provenance; resume;
+and many runs sharing their streams and backbones (compare and tune).
+
+The order of a run: check what this machine must provide (preflight), pick the device, build the stream (data
+and features, on that device), build the backbone (pretrained on that device, or read from the cache), then seed
+and make the method and the model, and train.
+"""
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import inspect
 import os
 import platform
@@ -13,20 +18,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from .config import RunConfig, to_yaml
+from .backbones import Backbone, build_backbone
+from .backbones.binding import weights_checksum
+from .config import RunConfig, to_dict, to_yaml
 from .evaluate import evaluate
 from .methods import Context, check_assumptions, create_method
-from .model import build_model
-from .pretrain import weights_checksum
 from .probe import capture
 from .rundir import RESULT_COLUMNS, Run, config_digest, load_tensors  # noqa: F401  (load_tensors: public here too)
 from .streams import TaskStream, build_stream
-from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, dist_info, fsync_dir,
-                    resolve_device, seed_everything)
+from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, digest, dist_info,
+                    fsync_dir, resolve_device, seed_everything)
 
 
 def run_dir_for(cfg: RunConfig, root: str | Path = "runs") -> Path:
@@ -39,8 +46,7 @@ def run_dir_for(cfg: RunConfig, root: str | Path = "runs") -> Path:
         source = inspect.getsource(METHODS.get(cfg.method.name))
     except (OSError, TypeError, KeyError):  # no source to read (e.g. defined in a plain REPL)
         source = ""
-    digest = hashlib.sha256((to_yaml(cfg) + source).encode()).hexdigest()[:8]
-    return Path(root) / f"{cfg.method.name}-{digest}"
+    return Path(root) / f"{cfg.method.name}-{digest(to_yaml(cfg) + source, 8)}"
 
 
 def provenance(device: torch.device) -> dict:
@@ -65,8 +71,9 @@ def provenance(device: torch.device) -> dict:
 
 
 def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskStream | None = None,
-               stop_after: int | None = None, overwrite: bool = False) -> Run:
+               stop_after: int | None = None, overwrite: bool = False, backbone: Backbone | None = None) -> Run:
     """Train on every task in order, evaluating and probing after each; resumes a partial run in out_dir.
+    A stream and a backbone built for this config can be passed in to share them between runs.
 
     Nothing is written until the config, the device, the paths and the data have all passed; the run directory
     then appears whole (config, provenance, the step -1 results and probes) or not at all. overwrite=True
@@ -74,17 +81,19 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     run = Run(out_dir or cfg.out_dir)
     resuming = preflight(cfg, run.path, overwrite)  # decided once: under torchrun rank 0 may create it meanwhile
     device = resolve_device(cfg.train.device)
-    stream = stream if stream is not None else build_stream(cfg)
+    stream = stream if stream is not None else build_stream(cfg, device=device)
+    backbone = backbone if backbone is not None else build_backbone(cfg, stream, device)
     seed_everything(cfg.seed)
     method = create_method(cfg.method)
-    model = build_model(stream, cfg.model, pretrained=method.pretrained).to(device)
+    model = backbone.model(stream, pretrained=method.pretrained).to(device)
     check_assumptions(method, stream)
-    context = Context(cfg.stream.modalities, device, cfg.seed, stream.backbone)
+    context = Context(cfg.stream.modalities, device, cfg.seed, backbone)
     method.setup(model, context)
     if resuming:
         start, results = _restore(run, cfg, model, method, stream, context)
+        method.to(device)  # entries a checkpoint adds arrive on the CPU
     else:
-        results = _create(run, cfg, model, method, stream, device)
+        results = _create(run, cfg, model, method, stream, backbone, device)
         start = 0
     for task in stream.tasks[start:]:
         if stop_after is not None and task.id > stop_after:
@@ -101,8 +110,31 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
             run.save_checkpoint(task.id, model, method, cfg)
             atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
-    _check_replicas(model)
+    _check_replicas(model, device)
     return run
+
+
+def run_many(jobs: list[tuple[RunConfig, Path]], desc: str = "runs") -> Iterator[Run]:
+    """Run (or resume) every (config, run directory) job in order, building each distinct stream and backbone
+    once: runs whose configs differ only in the method, the training budget or a seed that no data choice
+    depends on share them. The one loop behind `compare` and `tune`."""
+    shared: dict[str, tuple[TaskStream, Backbone]] = {}
+    for cfg, out in tqdm(jobs, desc=desc, unit="run", disable=dist_info()[0] > 0):
+        key = _data_key(cfg)
+        if key not in shared:
+            device = resolve_device(cfg.train.device)
+            stream = build_stream(cfg, device=device)
+            shared[key] = stream, build_backbone(cfg, stream, device)
+        stream, backbone = shared[key]
+        yield run_stream(cfg, out, stream, backbone=backbone)
+
+
+def _data_key(cfg: RunConfig) -> str:
+    """What a run's stream and backbone depend on: the config without the method and training budget, and
+    with the run seed only when the task order or the split follows it."""
+    data = {k: v for k, v in to_dict(cfg).items() if k not in ("method", "train", "seed", "out_dir")}
+    follows_seed = cfg.stream.order == "random" or cfg.data.vary_split
+    return digest({**data, "seed": cfg.seed if follows_seed else None, "device": cfg.train.device})
 
 
 def preflight(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False) -> bool:
@@ -135,19 +167,17 @@ def _tasks_done(run: Run) -> str:
 
 def check_paths(cfg: RunConfig) -> None:
     """Folder datasets and local encoder weights named in cfg exist (checked before anything is written)."""
-    from .config import MODALITIES
-
-    for m in MODALITIES:
-        spec = getattr(cfg.data, m)
-        if spec.startswith("folder:") and not Path(spec.removeprefix("folder:")).expanduser().is_dir():
-            raise FileNotFoundError(f"data.{m}: folder {spec.removeprefix('folder:')!r} does not exist")
-    for m in (*MODALITIES, "text"):
-        _, _, where = getattr(cfg.encoders, m).partition("@")
+    for m, entry in cfg.modalities.items():
+        if entry.data.startswith("folder:") and not Path(entry.data.removeprefix("folder:")).expanduser().is_dir():
+            raise FileNotFoundError(f"modalities.{m}.data: folder {entry.data.removeprefix('folder:')!r} does not exist")
+    encoders = {f"modalities.{m}.encoder": entry.encoder for m, entry in cfg.modalities.items()}
+    for key, spec in {**encoders, "encoders.text": cfg.encoders.text}.items():
+        _, _, where = spec.partition("@")
         if where.startswith(("/", ".", "~")) and not Path(where).expanduser().exists():
-            raise FileNotFoundError(f"encoders.{m}: weights directory {where!r} does not exist")
+            raise FileNotFoundError(f"{key}: weights directory {where!r} does not exist")
 
 
-def _create(run: Run, cfg: RunConfig, model, method, stream, device) -> pd.DataFrame:
+def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone, device) -> pd.DataFrame:
     """Write config, provenance and the step -1 results and probes into a staging folder beside the run, then
     rename it into place: a run directory exists whole or not at all."""
     results = pd.DataFrame(evaluate(model, method, stream, -1, device), columns=RESULT_COLUMNS)
@@ -156,9 +186,9 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, device) -> pd.DataF
         shutil.rmtree(stage.path, ignore_errors=True)
         atomic_write_text(stage.path / "config.yaml", to_yaml(cfg))
         atomic_write_json(stage.path / "provenance.json",
-                          {**provenance(device), "prep_seconds": stream.prep_seconds, "world_size": dist_info()[1],
-                           "start_weights": weights_checksum(model.state_dict()),
-                           "backbone": stream.backbone.key if stream.backbone else None})
+                          {**provenance(device), "prep_seconds": stream.prep_seconds + backbone.seconds,
+                           "world_size": dist_info()[1], "start_weights": weights_checksum(model.state_dict()),
+                           "backbone": backbone.key})
         _write_step(stage, results, model, method, stream, -1, device)
         if run.path.is_dir():  # an old run being overwritten, or an empty folder
             shutil.rmtree(run.path)
@@ -199,12 +229,11 @@ def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[
     return step + 1, results[results.step <= step]  # rows of an unfinished step are recomputed
 
 
-def _check_replicas(model) -> None:
+def _check_replicas(model, device: torch.device) -> None:
     """Under torchrun, every process must end with the same weights; fail loudly if they diverged."""
     rank, world = dist_info()
     if world == 1:
         return
-    device = model.class_text.device  # nccl gathers CUDA tensors, gloo CPU ones
     checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))], device=device)
     sums = [torch.zeros(1, device=device) for _ in range(world)]
     torch.distributed.all_gather(sums, checksum)

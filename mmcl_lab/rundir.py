@@ -3,7 +3,6 @@ atomically and every tensor file checksummed."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -12,11 +11,12 @@ import torch
 from torch import Tensor
 
 from .config import RunConfig, from_yaml, to_yaml
-from .methods import Method
-from .utils import (CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text, read_tensor_file,
+from .utils import (CorruptFile, atomic_write_bytes, atomic_write_json, atomic_write_text, digest, read_tensor_file,
                     rng_state, set_rng_state, tensor_file_bytes)
 
 RESULT_COLUMNS = ["step", "task", "modality", "setting", "metric", "value", "n"]
+# 2: a method's state is its nn.Module state_dict (format 1 kept hand-written tensors and JSON values).
+CHECKPOINT_FORMAT = 2
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -30,12 +30,11 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
 
 def config_digest(cfg: RunConfig) -> str:
     """sha256 of the config's YAML: checkpoints record it, so an edited config.yaml is caught on resume."""
-    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()[:16]
+    return digest(to_yaml(cfg))
 
 
-def _split_state(state: dict) -> tuple[dict[str, Tensor], dict]:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, Tensor)}
-    return tensors, {k: v for k, v in state.items() if not isinstance(v, Tensor)}
+def _tensors(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
 
 
 class Run:
@@ -75,14 +74,13 @@ class Run:
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / "checkpoints" / f"step_{step:03d}"
 
-    def save_checkpoint(self, step: int, model: torch.nn.Module, method: Method, cfg: RunConfig) -> None:
-        """Model and method tensors as checksummed safetensors, the rest as JSON; state.json, written last, marks
-        the checkpoint complete and records the config it belongs to."""
+    def save_checkpoint(self, step: int, model: torch.nn.Module, method: torch.nn.Module, cfg: RunConfig) -> None:
+        """Model and method state dicts as checksummed safetensors; state.json, written last, marks the checkpoint
+        complete and records the RNG states, the format and the config it belongs to."""
         d = self.checkpoint_dir(step)
-        tensors, extra = _split_state(method.state_dict())
-        atomic_write_bytes(d / "model.safetensors", tensor_file_bytes(_split_state(model.state_dict())[0]))
-        atomic_write_bytes(d / "method.safetensors", tensor_file_bytes(tensors))
-        atomic_write_json(d / "state.json", {"step": step, "method": extra, "rng": rng_state(),
+        atomic_write_bytes(d / "model.safetensors", tensor_file_bytes(_tensors(model)))
+        atomic_write_bytes(d / "method.safetensors", tensor_file_bytes(_tensors(method)))
+        atomic_write_json(d / "state.json", {"step": step, "format": CHECKPOINT_FORMAT, "rng": rng_state(),
                                              "config": config_digest(cfg)})
 
     def complete_steps(self) -> list[int]:
@@ -94,24 +92,29 @@ class Run:
         return (self.complete_steps() or [None])[-1]
 
     def read_checkpoint(self, step: int) -> dict:
-        """A checkpoint's model tensors, method state and JSON state, every file verified; CorruptFile if not."""
+        """A checkpoint's model tensors, method tensors and JSON state, every file verified; CorruptFile if not."""
         d = self.checkpoint_dir(step)
         try:
             state = json.loads((d / "state.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CorruptFile(f"{d / 'state.json'}: unreadable checkpoint state ({type(err).__name__})") from None
-        return {"model": load_tensors(d / "model.safetensors"),
-                "method": {**load_tensors(d / "method.safetensors"), **state["method"]}, "state": state}
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{d / 'state.json'}: checkpoint format {state.get('format', 1)} from an older mmcl_lab "
+                             f"(this one reads format {CHECKPOINT_FORMAT}); rerun with --overwrite")
+        return {"model": load_tensors(d / "model.safetensors"), "method": load_tensors(d / "method.safetensors"),
+                "state": state}
 
-    def load_checkpoint(self, step: int, model: torch.nn.Module, method: Method, ckpt: dict | None = None) -> None:
+    def load_checkpoint(self, step: int, model: torch.nn.Module, method: torch.nn.Module,
+                        ckpt: dict | None = None) -> None:
         """Put a checkpoint (read now, or already read by read_checkpoint) into model, method and the RNGs."""
         ckpt = ckpt or self.read_checkpoint(step)
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as err:  # another model.dim, layers or feature space
-            raise ValueError(f"{self.checkpoint_dir(step) / 'model.safetensors'} does not fit this model: "
-                             f"{str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else err}") from None
-        method.load_state_dict(ckpt["method"])
+        for name, module in (("model", model), ("method", method)):
+            try:
+                module.load_state_dict(ckpt[name])
+            except RuntimeError as err:  # another model.dim, layers, feature space or method config
+                lines = str(err).splitlines()
+                raise ValueError(f"{self.checkpoint_dir(step) / f'{name}.safetensors'} does not fit this {name}: "
+                                 f"{lines[1].strip() if len(lines) > 1 else err}") from None
         set_rng_state(ckpt["state"]["rng"])
 
     def save_probe(self, step: int, tensors: dict[str, Tensor]) -> None:

@@ -1,4 +1,8 @@
-"""Tasks and task streams: disjoint named classes per task, one modality per task, scenario flags."""
+"""Tasks and task streams: disjoint named classes per task, one modality per task, scenario flags.
+
+A stream is pure data -- tasks, class names and the texts they are aligned to, indices, cached features -- and
+never builds weights: the backbone (backbones/) embeds its class texts and is what methods train.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,10 @@ import torch
 from torch import Tensor
 
 from .batches import merge_spaces
-from .cache import cached_features
 from .config import RunConfig
-from .data import RawData, cache_root, load_raw, split_indices
-from .encoders import create_encoder
-from .pretrain import Backbone, attach_backbone
-from .utils import clean_stale_tmp
+from .data import RawData, split_indices
+from .features import load_features
+from .utils import cache_root, clean_stale_tmp, resolve_device
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,12 +52,11 @@ class TaskStream:
     tasks: list[Task]
     class_names: tuple[str, ...]  # indexed by global class id
     class_modality: tuple[str, ...]
-    class_text: Tensor  # (C, E) L2-normalised text anchors of all classes
+    class_prompts: tuple[str, ...]  # the text each class is aligned to: its modality's template with its name
     feature_spaces: dict[str, tuple[int, int]]  # space -> (max tokens T, dim F)
     modality_id_at_test: bool
     raw: dict[str, RawData] = field(default_factory=dict)
-    prep_seconds: float = 0.0  # data generation, feature extraction, pretraining (cache misses cost this once)
-    backbone: Backbone | None = None  # the pretrained weights every method starts from (pretrain.py)
+    prep_seconds: float = 0.0  # data generation and feature extraction (cache misses cost this once)
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -90,13 +91,14 @@ def _task_order(plan: list[tuple[str, int]], order: str, seed: int) -> list[tupl
     return [p for k in range(n_chunks) for p in plan if p[1] == k]  # interleaved
 
 
-def build_stream(cfg: RunConfig, progress: bool | None = None, pretrained: bool = True) -> TaskStream:
-    """Load data, encode it once (cached), cut classes into tasks and embed class names as text; with
-    pretrained=True also attach the pretrained backbone (built and cached on first use)."""
+def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.device | str | None = None) -> TaskStream:
+    """Load each stream modality's data and encode it once (cached) on device (default: cfg.train.device), then
+    cut its classes into tasks and order them."""
     progress = cfg.train.progress if progress is None else progress
+    device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     start = time.perf_counter()
     clean_stale_tmp(cache_root(cfg.data.cache_dir))  # what a killed writer left in the cache
-    per_modality = {m: _load_modality(cfg, m, progress) for m in cfg.stream.modalities}
+    per_modality = {m: _load_modality(cfg, m, device, progress) for m in cfg.stream.modalities}
     plan = [(m, k) for m in cfg.stream.modalities for k in range(cfg.stream.tasks_per_modality)]
     tasks, names, mods = [], [], []
     for tid, (m, k) in enumerate(_task_order(plan, cfg.stream.order, cfg.seed)):
@@ -109,29 +111,23 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, pretrained: bool 
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"class names must be unique across the stream; repeated: {duplicates}")
-    text_encoder = create_encoder(cfg.encoders.text)
-    prompts = [getattr(cfg.templates, m).format(n) for n, m in zip(names, mods)]
-    class_text = text_encoder.encode(prompts).float()
+    prompts = tuple(cfg.modalities[m].template.format(n) for n, m in zip(names, mods))
     spaces = merge_spaces((t.feature_space, t.train_x.shape[1:]) for t in tasks)
     raws = {m: v[0] for m, v in per_modality.items()}
-    stream = TaskStream(tasks, tuple(names), tuple(mods), class_text, spaces, cfg.stream.modality_id_at_test, raws)
-    if pretrained:
-        stream = attach_backbone(stream, cfg, progress)
-    stream.prep_seconds = time.perf_counter() - start
-    return stream
+    return TaskStream(tasks, tuple(names), tuple(mods), prompts, spaces, cfg.stream.modality_id_at_test, raws,
+                      time.perf_counter() - start)
 
 
-def _load_modality(cfg: RunConfig, m: str, progress: bool) -> tuple[RawData, Tensor, str, list[np.ndarray]]:
+def _load_modality(cfg: RunConfig, m: str, device: torch.device,
+                   progress: bool) -> tuple[RawData, Tensor, str, list[np.ndarray]]:
     """Raw data, cached features, feature space and the class chunks (one per task) of modality m."""
-    raw = load_raw(getattr(cfg.data, m), m, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir)
-    encoder = create_encoder(getattr(cfg.encoders, m))
-    if encoder.modality != m:
-        raise ValueError(f"encoders.{m}={getattr(cfg.encoders, m)!r} encodes {encoder.modality}, not {m}")
-    tokens = cached_features(encoder, raw, cfg.data.cache_dir, cfg.encoders.batch_size, progress=progress)
-    k = cfg.stream.tasks_per_modality
+    entry = cfg.modalities[m]
+    feats = load_features(entry.data, m, entry.encoder, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir,
+                          cfg.encoders.batch_size, device, progress)
+    k, raw = cfg.stream.tasks_per_modality, feats.raw
     if k > len(raw.class_names):
         raise ValueError(f"stream.tasks_per_modality={k} but {m} data has only {len(raw.class_names)} classes")
-    return raw, tokens, encoder.feature_space, np.array_split(np.arange(len(raw.class_names)), k)
+    return raw, feats.tokens, feats.space, np.array_split(np.arange(len(raw.class_names)), k)
 
 
 def _make_task(tid: int, modality: str, space: str, raw: RawData, tokens: Tensor, local: np.ndarray,

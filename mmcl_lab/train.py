@@ -36,9 +36,9 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
 
 def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,
                device: torch.device) -> None:
-    """Optimise method.parameters() on task for cfg.epochs epochs with AdamW, mini-batches shuffled by
+    """Optimise method.trainable_parameters() on task for cfg.epochs epochs with AdamW, mini-batches shuffled by
     generator (data-parallel under torchrun, mixed precision on CUDA)."""
-    groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.parameters(model, task)]
+    groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.trainable_parameters(model, task)]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
               for g in groups]
     groups = [g for g in groups if g["params"]]

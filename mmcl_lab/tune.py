@@ -14,15 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
-from .config import RunConfig, apply_overrides
+from .config import RunConfig, apply_overrides, method_settings
 from .metrics import summary
-from .run import run_stream
-from .streams import build_stream
+from .run import run_many
 from .utils import atomic_write_text
-
-TUNED_FILE = Path(__file__).with_name("tuned.yaml")
 
 # (kind, low, high) for a log-uniform draw, or a list of choices. Every method gets lr and epochs.
 COMMON = {"train.lr": ("log", 3e-4, 1e-2), "train.epochs": [3, 6, 10]}
@@ -53,9 +49,7 @@ def draw(space: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
 
 def effective(cfg: RunConfig, method: str) -> dict[str, Any]:
     """The values cfg gives to every knob in method's search space (defaults included)."""
-    from .methods import create_method
-
-    params = create_method(cfg.method).cfg
+    params = method_settings(cfg.method)
     out = {}
     for key in {**COMMON, **SPACES[method]}:
         section, _, name = key.rpartition(".")
@@ -75,12 +69,11 @@ def tune(cfg: RunConfig, methods: list[str], budget: int, out_dir: str | Path,
     """Search every method's space on validation data; write search.csv and the winners as tuned.yaml."""
     out = Path(out_dir)
     base = apply_overrides(cfg, {"stream.evaluate_on": "val", "train.progress": False})
-    stream = build_stream(base)
-    jobs = [(m, i, c, s) for m in methods for i, c in enumerate(candidates(m, budget)) for s in seeds]
+    plan = [(m, i, c, s) for m in methods for i, c in enumerate(candidates(m, budget)) for s in seeds]
+    jobs = [(apply_overrides(base, {"method.name": m, "seed": s, **c}), out / m / f"config_{i}" / f"seed_{s}")
+            for m, i, c, s in plan]
     rows = []
-    for method, i, params, seed in tqdm(jobs, desc="tuning runs", unit="run"):
-        run_cfg = apply_overrides(base, {"method.name": method, "seed": seed, **params})
-        run = run_stream(run_cfg, out / method / f"config_{i}" / f"seed_{seed}", stream)
+    for (method, i, _, seed), (run_cfg, _), run in zip(plan, jobs, run_many(jobs, "tuning runs")):
         score = summary(run.results()).query("modality == 'all'").avg_acc.mean()
         rows.append(dict(method=method, config=i, seed=seed, val_avg_acc=score, **effective(run_cfg, method)))
     table = pd.DataFrame(rows)
@@ -103,10 +96,3 @@ def best(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
 
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
-
-
-def tuned_overrides(method: str) -> dict[str, Any]:
-    """The shipped tuned settings of method (empty when it has none)."""
-    if not TUNED_FILE.exists():
-        return {}
-    return dict((yaml.safe_load(TUNED_FILE.read_text()) or {}).get(method, {}))

@@ -1,4 +1,4 @@
-"""Seeding, RNG state capture, device choice and atomic file writes."""
+"""Seeding, RNG state capture, device choice, atomic file writes, the one cache helper and data parallelism."""
 
 from __future__ import annotations
 
@@ -124,6 +124,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def digest(obj: Any, length: int = 16) -> str:
+    """A short sha256 of bytes, text or a JSON-able object (keys sorted): the one hash behind every cache key,
+    run name and checksum in the package."""
+    if not isinstance(obj, bytes):
+        obj = (obj if isinstance(obj, str) else json.dumps(obj, sort_keys=True)).encode()
+    return hashlib.sha256(obj).hexdigest()[:length]
+
+
+def cache_root(cache_dir: str = "") -> Path:
+    """The cache directory: the argument, else $MMCL_CACHE, else ~/.cache/mmcl_lab."""
+    return Path(cache_dir or os.environ.get("MMCL_CACHE") or Path.home() / ".cache" / "mmcl_lab").expanduser()
+
+
+def cache_path(cache_dir: str, kind: str, name: str, key: Any, suffix: str) -> Path:
+    """Where the cache keeps one entry: <root>/<kind>/<name>-<digest of key><suffix>. Every cache (generated
+    data, features, pretrained weights) names its files this way, so a changed key never reuses a stale file."""
+    return cache_root(cache_dir) / kind / f"{name}-{digest(key, 20)}{suffix}"
+
+
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over the names, dtypes, shapes and bytes of tensors, in name order."""
     h = hashlib.sha256()
@@ -212,3 +231,65 @@ def autocast(device: torch.device):
         return nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast("cuda", dtype=dtype)
+
+
+# ---- module state that grows as training goes ------------------------------------------------------------
+
+
+class TensorDict(torch.nn.Module):
+    """Tensors kept by key that grow as training goes (a memory per class, a prompt per task): buffers, or
+    parameters with trainable=True. They are module state, so `state_dict` saves them and `load_state_dict`
+    recreates the entries a fresh module does not have yet (in key order)."""
+
+    def __init__(self, trainable: bool = False, key_type: type = str):
+        super().__init__()
+        self.trainable, self.key_type = trainable, key_type
+        self._order: list = []  # keys in the order they were added
+
+    @staticmethod
+    def _slot(key) -> str:
+        return str(key).replace(".", "/")  # module attribute names may not hold "." (parameter names do)
+
+    def __setitem__(self, key, value: torch.Tensor) -> None:
+        key = self.key_type(key)
+        if self.trainable:
+            self.register_parameter(self._slot(key), value if isinstance(value, torch.nn.Parameter)
+                                    else torch.nn.Parameter(value))
+        else:
+            self.register_buffer(self._slot(key), value)
+        if key not in self._order:
+            self._order.append(key)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if self.key_type(key) not in self._order:
+            raise KeyError(key)
+        return getattr(self, self._slot(self.key_type(key)))
+
+    def __contains__(self, key) -> bool:
+        return self.key_type(key) in self._order
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self):
+        return iter(list(self._order))
+
+    def keys(self) -> list:
+        """Keys in the order they were added."""
+        return list(self._order)
+
+    def values(self) -> list[torch.Tensor]:
+        return [self[k] for k in self._order]
+
+    def items(self) -> list[tuple]:
+        return [(k, self[k]) for k in self._order]
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        own = {self._slot(k) for k in self._order}
+        new = [name[len(prefix):] for name in state_dict if name.startswith(prefix)
+               and "." not in name[len(prefix):] and name[len(prefix):] not in own]
+        for slot in sorted(new, key=lambda s: self.key_type(s.replace("/", "."))):
+            self[slot.replace("/", ".")] = torch.empty_like(state_dict[prefix + slot])
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)

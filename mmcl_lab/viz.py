@@ -18,20 +18,16 @@ import plotly.graph_objects as go
 
 from . import probe
 from .metrics import accuracy_matrix
-from .run import Run
+from .modalities import colour as modality_colour
+from .modalities import marker as modality_marker
+from .rundir import Run
 from .utils import atomic_write_bytes
 
-# One visual language for every figure: a modality always has the same colour and marker, and a class is a
-# shade of its modality's hue (so 40+ classes stay distinct and still read as their modality).
-MODALITY_COLOURS = {"image": "#4C78A8", "audio": "#F58518", "depth": "#54A24B", "video": "#E45756", "text": "#7F7F7F"}
-MODALITY_SYMBOLS = {"image": "circle", "audio": "diamond", "depth": "square", "video": "triangle-up", "text": "x"}
+# One visual language for every figure: a modality always has the same colour and marker (its registration in
+# modalities/ says which), and a class is a shade of its modality's hue (so 40+ classes stay distinct and still
+# read as their modality).
 SETTING_NAMES = {"known": "modality given", "agnostic": "modality hidden", "known_unaligned": "modality given, "
                  "before re-alignment"}
-
-
-def modality_colour(modality: str) -> str:
-    """The fixed colour of a modality (grey for an unknown one)."""
-    return MODALITY_COLOURS.get(modality, "#7F7F7F")
 
 
 def shade(colour: str, i: int, n: int) -> str:
@@ -129,7 +125,7 @@ def _scatter(df: pd.DataFrame, color: str) -> list[go.Scattergl]:
         modality = part.modality.iloc[0]
         traces.append(go.Scattergl(
             x=part.x, y=part.y, mode="markers", name=str(group), legendgroup=modality,
-            marker=dict(size=6, color=colours[group], symbol=MODALITY_SYMBOLS.get(modality, "circle")),
+            marker=dict(size=6, color=colours[group], symbol=modality_marker(modality)),
             customdata=part[["class", "sample", "modality", "task"]].to_numpy(),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]}<br>%{customdata[2]}, %{customdata[3]}<extra></extra>"))
     return traces
@@ -231,7 +227,7 @@ def drift_curves(run: Run, kind: str = "known") -> go.Figure:
                                  dash=dash)), row=1, col=1)
     for m in dict.fromkeys(modality.tolist()):
         fig.add_trace(go.Scatter(x=df.step, y=df[f"drift {m}"], mode="lines+markers", name=f"drift {m}",
-                                 line=dict(color=modality_colour(m)), marker=dict(symbol=MODALITY_SYMBOLS.get(m))),
+                                 line=dict(color=modality_colour(m)), marker=dict(symbol=modality_marker(m))),
                       row=1, col=2)
     fig.update_xaxes(title_text="after task")
     fig.update_yaxes(title_text="similarity", range=[0, 1.02], row=1, col=1)
@@ -251,7 +247,7 @@ def modality_gap_plot(run: Run, kind: str = "agnostic") -> go.Figure:
             for m, g in probe.modality_gap(t[kind].numpy(), modality, t["text"].numpy(), cm)["to_text"].items()]
     df = pd.DataFrame(rows)
     fig = go.Figure([go.Scatter(x=p.step, y=p.gap, mode="lines+markers", name=m, line=dict(color=modality_colour(m)),
-                                marker=dict(symbol=MODALITY_SYMBOLS.get(m)))
+                                marker=dict(symbol=modality_marker(m)))
                      for m, p in df.groupby("modality", sort=False)])
     fig.update_layout(title=f"{_method(run)}: modality gap, probe centroid to class-text centroid "
                             f"({SETTING_NAMES.get(kind, kind)})",
@@ -270,7 +266,7 @@ def bias_panel(run: Run) -> go.Figure:
             p = part[part.setting == setting]
             fig.add_trace(go.Scatter(x=p.step, y=p.value, name=f"{m} ({SETTING_NAMES[setting]})", mode="lines+markers",
                                      line=dict(color=modality_colour(m), dash=dash),
-                                     marker=dict(symbol=MODALITY_SYMBOLS.get(m))))
+                                     marker=dict(symbol=modality_marker(m))))
     fig.update_layout(title=f"{_method(run)}: accuracy on the seen tasks of each modality, modality given (solid) "
                             "vs hidden (dotted)",
                       xaxis_title="after task", yaxis_title="accuracy", yaxis_range=[0, 1], height=420)

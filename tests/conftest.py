@@ -1,4 +1,5 @@
-"""Shared fixtures: one cache directory and one ci-preset stream per test session; always offline, on CPU."""
+"""Shared fixtures: one cache directory, one ci-preset stream and its backbone per test session; always offline, on
+CPU."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
+from mmcl_lab.backbones import Backbone, build_backbone  # noqa: E402
 from mmcl_lab.config import load_config  # noqa: E402
 from mmcl_lab.streams import TaskStream, build_stream  # noqa: E402
 
@@ -29,6 +31,11 @@ def ci_cfg(cache_dir):
 @pytest.fixture(scope="session")
 def ci_stream(ci_cfg) -> TaskStream:
     return build_stream(ci_cfg)
+
+
+@pytest.fixture(scope="session")
+def ci_backbone(ci_cfg, ci_stream) -> Backbone:
+    return build_backbone(ci_cfg, ci_stream)
 
 
 def head(stream: TaskStream, n: int) -> TaskStream:

@@ -8,13 +8,12 @@ import torch
 import yaml
 
 from conftest import head
-from mmcl_lab.cache import cached_features
+from mmcl_lab.features import cached_features
 from mmcl_lab.config import ConfigError, MethodConfig, apply_overrides, from_yaml, load_config
 from mmcl_lab.data import RawData, load_raw
 from mmcl_lab.data.folder import read_folder
 from mmcl_lab.encoders import create_encoder
 from mmcl_lab.methods import Context, create_method, cross_entropy
-from mmcl_lab.model import build_model
 from mmcl_lab.run import load_tensors, resume, run_stream
 from mmcl_lab.streams import Task
 from mmcl_lab.train import train_task
@@ -37,7 +36,7 @@ def folder_with(tmp_path, files):
 
 RAW_CASES = {
     "unknown modality": (dict(modality="smell"), "unknown modality 'smell'"),
-    "wrong array rank": (dict(x=np.zeros((4, 8), np.uint8)), "must have 3 dimensions, got shape"),
+    "wrong array rank": (dict(x=np.zeros((4, 8), np.uint8)), r"must be \(N, H, W\) uint8 grey \(3 dimensions\), got shape"),
     "label outside class list": (dict(y=np.array([0, 0, 1, 5])), r"labels must lie in \[0, 1\], found 0..5"),
     "duplicate class names": (dict(class_names=("a", "a")), "duplicate class names"),
     "class without a name": (dict(class_names=("a", " ")), "every class needs a non-empty name"),
@@ -89,8 +88,8 @@ def test_missing_folder_root(tmp_path):
         read_folder(tmp_path / "nope", "image")
 
 
-def test_wrong_feature_shape_is_refused_before_torch(ci_cfg, ci_stream):
-    model = build_model(ci_stream, ci_cfg.model)
+def test_wrong_feature_shape_is_refused_before_torch(ci_stream, ci_backbone):
+    model = ci_backbone.model(ci_stream)
     task = ci_stream[0]
     with pytest.raises(ValueError, match=r"must be \(B, <=4, 32\), got \(2, 4, 7\)"):
         model.embed(torch.zeros(2, 4, 7), task.feature_space)
@@ -98,18 +97,18 @@ def test_wrong_feature_shape_is_refused_before_torch(ci_cfg, ci_stream):
         model.embed(torch.zeros(2, 4, 32), "thermal/x")
 
 
-def test_labels_outside_the_task_classes(ci_cfg, ci_stream):
-    model = build_model(ci_stream, ci_cfg.model)
-    z = torch.nn.functional.normalize(torch.randn(2, ci_stream.class_text.shape[1]), dim=-1)
+def test_labels_outside_the_task_classes(ci_stream, ci_backbone):
+    model = ci_backbone.model(ci_stream)
+    z = torch.nn.functional.normalize(torch.randn(2, model.class_text.shape[1]), dim=-1)
     with pytest.raises(ValueError, match=r"labels \[7\] are outside the classes \[0, 1\]"):
         cross_entropy(model, z, torch.tensor([0, 7]), [0, 1])
 
 
-def test_empty_task_is_refused(ci_cfg, ci_stream):
+def test_empty_task_is_refused(ci_cfg, ci_stream, ci_backbone):
     t = ci_stream[0]
     empty = Task(t.id, t.modality, t.feature_space, t.classes, t.class_names, t.train_x[:0], t.train_y[:0],
                  t.test_x, t.test_y, t.train_index[:0], t.test_index, t.probe)
-    model = build_model(ci_stream, ci_cfg.model)
+    model = ci_backbone.model(ci_stream)
     method = create_method(MethodConfig("finetune"))
     method.setup(model, Context.replay(ci_stream, 0))
     with pytest.raises(ValueError, match="task 0 \\(image\\) has no training samples"):
@@ -175,9 +174,10 @@ def test_resume_without_a_run(tmp_path):
 
 
 def test_encoder_for_the_wrong_modality(ci_cfg):
-    from mmcl_lab.streams import build_stream
-    with pytest.raises(ValueError, match="encoders.image='audio/tiny' encodes audio, not image"):
-        build_stream(apply_overrides(ci_cfg, {"encoders.image": "audio/tiny", "stream.modalities": "image"}))
+    with pytest.raises(ConfigError, match="modalities.image.encoder='audio/tiny' encodes audio, not image"):
+        apply_overrides(ci_cfg, {"encoders.image": "audio/tiny", "stream.modalities": "image"})  # the older key
+    with pytest.raises(ConfigError, match="modalities.image.data='shapes' is depth data, not image"):
+        apply_overrides(ci_cfg, {"modalities.image.data": "shapes"})
 
 
 def test_dataset_for_the_wrong_modality(cache_dir):

@@ -4,7 +4,7 @@ from hypothesis import strategies as st
 
 from mmcl_lab.cli import main
 from mmcl_lab.config import PRESETS, ConfigError, RunConfig, apply_overrides, from_yaml, load_config, to_yaml
-from mmcl_lab.config import MethodConfig
+from mmcl_lab.config import MethodConfig, ModalityConfig
 from mmcl_lab.methods import create_method
 from mmcl_lab.registry import ENCODERS, Registry
 
@@ -19,10 +19,12 @@ def test_every_preset_builds_and_round_trips_through_yaml(preset, tmp_path):
 
 def test_overrides_parse_strings_to_field_types():
     cfg = load_config("ci", {"train.lr": "3e-4", "train.epochs": "4", "stream.modalities": "image,audio",
-                             "stream.modality_id_at_test": "false", "method.params.lam": "2.5"})
+                             "stream.modality_id_at_test": "false", "method.name": "ewc", "method.params.lam": "2.5"})
     assert cfg.train.lr == 3e-4 and cfg.train.epochs == 4
     assert cfg.stream.modalities == ("image", "audio") and cfg.stream.modality_id_at_test is False
-    assert cfg.method.params == {"lam": "2.5"}
+    assert cfg.method.params == {"lam": "2.5"}  # kept as given; the method's Config parses it (checked here already)
+    with pytest.raises(ConfigError, match="method 'finetune' has no parameter.*'lam'"):
+        load_config("ci", {"method.params.lam": "2.5"})  # the whole config is checked at once, method params too
 
 
 def test_unknown_key_lists_valid_keys():
@@ -38,7 +40,8 @@ def test_wrong_type_names_key_and_expected_type(key, value):
 
 
 @pytest.mark.parametrize("key,value,match", [("stream.order", "sideways", "interleaved, blocked, random"),
-                                             ("stream.modalities", "image,smell", "image, video, audio, depth"),
+                                             ("stream.modalities", "image,smell", r"unknown \['smell'\]; choose from audio, "
+                                                                                   "depth, image, (points, )?video"),
                                              ("train.epochs", 0, "at least 1")])
 def test_invalid_choice_lists_valid_choices(key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -96,7 +99,29 @@ def test_overrides_round_trip_property(lr, epochs, seed, progress):
 
 @given(st.text(min_size=1, max_size=12).filter(lambda k: k.isidentifier()))
 def test_any_unknown_key_is_rejected_property(key):
-    if key in {"data", "encoders", "templates", "stream", "model", "train", "method", "probe", "seed", "out_dir"}:
+    if key in {"data", "modalities", "encoders", "templates", "stream", "model", "pretrain", "train", "method", "probe",
+               "seed", "out_dir"}:
         return
     with pytest.raises(ConfigError, match="unknown config key"):
         apply_overrides(RunConfig(), {key: "1"})
+
+
+def test_a_config_yaml_of_the_per_section_layout_still_loads(tmp_path):
+    # Before modalities were a mapping, each section had a field per modality; such files load unchanged.
+    old = tmp_path / "config.yaml"
+    old.write_text("data: {image: 'folder:/data/digits', n_per_class: 20}\n"
+                   "encoders: {image: image/tiny, text: text/tiny}\n"
+                   "templates: {image: 'a digit {}'}\n"
+                   "pretrain: {image: corpus_characters, epochs: 3}\n"
+                   "stream: {modalities: [image]}\n")
+    cfg = from_yaml(old)
+    assert cfg.modalities["image"] == ModalityConfig("folder:/data/digits", "image/tiny", "a digit {}", "corpus_characters")
+    assert cfg.data.n_per_class == 20 and cfg.pretrain.epochs == 3 and list(cfg.modalities) == ["image"]
+    assert from_yaml(_write_yaml(tmp_path / "new.yaml", to_yaml(cfg))) == cfg  # and round-trips in the new layout
+    with pytest.raises(ConfigError, match="modalities.smell: unknown modality 'smell'"):
+        apply_overrides(cfg, {"templates.smell": "a smell of {}"})
+
+
+def _write_yaml(path, text):
+    path.write_text(text)
+    return path

@@ -4,6 +4,7 @@ import torch
 
 from mmcl_lab.data import load_raw
 from mmcl_lab.encoders import create_encoder
+from mmcl_lab.modalities import get_modality
 from mmcl_lab.registry import ENCODERS
 
 NEEDS_WEIGHTS = ("clip", "clap", "videomae")  # built from tiny configs below instead
@@ -13,8 +14,7 @@ NEEDS_WEIGHTS = ("clip", "clap", "videomae")  # built from tiny configs below in
                                   and not n.endswith(NEEDS_WEIGHTS)])
 def test_modality_encoders_map_raw_batches_to_finite_tokens(name, cache_dir):
     enc = create_encoder(name)
-    raw = load_raw({"image": "mnist", "video": "moving_digits", "audio": "spoken_words", "depth": "shapes"}[
-        enc.modality], enc.modality, 2, 0, str(cache_dir))
+    raw = load_raw(get_modality(enc.modality).data, enc.modality, 2, 0, str(cache_dir))  # its default dataset
     with torch.no_grad():
         tokens = enc(enc.preprocess(raw.x[:3], raw.sample_rate))
     assert tokens.ndim == 3 and tokens.shape[0] == 3 and tokens.shape[-1] == enc.dim
@@ -97,7 +97,7 @@ def test_backbone_without_weights_says_how_to_give_them():
 
 
 def test_feature_cache_hits_and_invalidates(cache_dir):
-    from mmcl_lab.cache import cached_features
+    from mmcl_lab.features import cached_features
     enc = create_encoder("image/tiny")
     raw = load_raw("mnist", "image", 3, 0, str(cache_dir))
     a = cached_features(enc, raw, str(cache_dir), progress=False)

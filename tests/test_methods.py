@@ -8,16 +8,16 @@ from conftest import head
 from mmcl_lab.config import ConfigError, MethodConfig, apply_overrides
 from mmcl_lab.methods import Context, Method, check_assumptions, create_method
 from mmcl_lab.metrics import accuracy_matrix
-from mmcl_lab.model import build_model
 from mmcl_lab.registry import METHODS
 from mmcl_lab.run import Run, run_stream
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci_cfg, ci_stream, tmp_path):
+def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci_cfg, ci_stream, ci_backbone,
+                                                                        tmp_path):
     stream = head(ci_stream, 4)
     cfg = apply_overrides(ci_cfg, {"method.name": name})
-    run = run_stream(cfg, tmp_path / name, stream)
+    run = run_stream(cfg, tmp_path / name, stream, backbone=ci_backbone)
     for setting in ("known", "agnostic"):
         R, init = accuracy_matrix(run.results(), setting)
         assert R.shape == (4, 4) and np.isfinite(R).all() and np.isfinite(init).all()
@@ -26,12 +26,12 @@ def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci
 
     # every method but chance starts from the one pretrained backbone
     start = json.loads((run.path / "provenance.json").read_text())["start_weights"]
-    assert (start == stream.backbone.checksum()) == (name != "chance")
+    assert (start == ci_backbone.checksum()) == (name != "chance")
 
     # state round-trip: a fresh method loaded from the last checkpoint embeds exactly like the saved one
     torch.manual_seed(0)
-    model, method = build_model(stream, cfg.model), create_method(cfg.method)
-    method.setup(model, Context.replay(stream, 3))
+    model, method = ci_backbone.model(stream), create_method(cfg.method)
+    method.setup(model, Context.replay(stream, 3, backbone=ci_backbone))
     Run(run.path).load_checkpoint(3, model, method)
     probes = run.probes()[3]
     task = stream[0]
@@ -41,12 +41,12 @@ def test_every_method_trains_fills_the_matrix_and_round_trips_its_state(name, ci
 
 
 @pytest.mark.parametrize("name", [n for n in METHODS.names() if METHODS.get(n).trains])
-def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_cfg, ci_stream):
+def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_cfg, ci_stream, ci_backbone):
     stream = head(ci_stream, 2)
     torch.manual_seed(0)
-    model = build_model(stream, ci_cfg.model)
+    model = ci_backbone.model(stream)
     method = create_method(MethodConfig(name))
-    context = Context.replay(stream)
+    context = Context.replay(stream, backbone=ci_backbone)
     method.setup(model, context)
     before = [p.detach().clone() for p in model.parameters()]
     frozen = name in ("comm", "l2p")  # prompt methods keep the pretrained backbone as it is
@@ -66,16 +66,17 @@ def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_c
         assert any(p.abs().sum() > 0 for p in prompts)  # prompts start at zero (comm) or are trained (l2p)
 
 
-def test_zeroshot_keeps_the_pretrained_weights_bit_identical_and_has_zero_fwt(ci_cfg, ci_stream, tmp_path):
+def test_zeroshot_keeps_the_pretrained_weights_bit_identical_and_has_zero_fwt(ci_cfg, ci_stream, ci_backbone,
+                                                                               tmp_path):
+    from mmcl_lab.backbones.binding import weights_checksum
     from mmcl_lab.metrics import summary
-    from mmcl_lab.pretrain import weights_checksum
     from mmcl_lab.run import load_tensors
 
     stream = head(ci_stream, 3)
     run = run_stream(apply_overrides(ci_cfg, {"method.name": "zeroshot"}), tmp_path / "z", stream)
     for step in range(3):
         weights = load_tensors(run.checkpoint_dir(step) / "model.safetensors")
-        assert weights_checksum(weights) == stream.backbone.checksum()
+        assert weights_checksum(weights) == ci_backbone.checksum()
     table = summary(run.results())
     fwt = table.fwt.dropna()  # NaN: a modality whose only task is the first
     assert len(fwt) and (fwt == 0.0).all()  # never trained: no forward transfer, exactly
@@ -115,10 +116,10 @@ def test_comm_rejects_unknown_choices():
         create_method(MethodConfig("comm", {"realign": "sometimes"}))
 
 
-def test_comm_realignment_only_acts_after_it_has_statistics(ci_cfg, ci_stream):
+def test_comm_realignment_only_acts_after_it_has_statistics(ci_cfg, ci_stream, ci_backbone):
     stream = head(ci_stream, 2)
     torch.manual_seed(0)
-    model = build_model(stream, ci_cfg.model)
+    model = ci_backbone.model(stream)
     method = create_method(MethodConfig("comm"))
     context = Context.replay(stream)
     method.setup(model, context)
@@ -135,9 +136,9 @@ def test_comm_realignment_only_acts_after_it_has_statistics(ci_cfg, ci_stream):
                               method.embed(model, x, task.feature_space, "image", aligned=False))
 
 
-def test_er_memory_is_class_balanced_bounded_and_holds_copies(ci_cfg, ci_stream):
+def test_er_memory_is_class_balanced_bounded_and_holds_copies(ci_cfg, ci_stream, ci_backbone):
     stream = head(ci_stream, 3)
-    model = build_model(stream, ci_cfg.model)
+    model = ci_backbone.model(stream)
     method = create_method(MethodConfig("er", {"memory_size": 30}))
     context = Context.replay(stream)
     method.setup(model, context)
@@ -155,18 +156,18 @@ def test_er_memory_is_class_balanced_bounded_and_holds_copies(ci_cfg, ci_stream)
     assert method.memory_bytes() == sum(x.numel() * x.element_size() for x in method.memory.values())
 
 
-def _er_memory(ci_cfg, stream, seed: int, tmp_path) -> dict:
+def _er_memory(ci_cfg, stream, seed: int, tmp_path, backbone) -> dict:
     cfg = apply_overrides(ci_cfg, {"method.name": "er", "seed": seed, "method.params.memory_size": 20})
-    run = run_stream(cfg, tmp_path / f"er{seed}", stream)
-    model, method = build_model(stream, cfg.model), create_method(cfg.method)
+    run = run_stream(cfg, tmp_path / f"er{seed}", stream, backbone=backbone)
+    model, method = backbone.model(stream), create_method(cfg.method)
     method.setup(model, Context.replay(stream, 1))
     Run(run.path).load_checkpoint(1, model, method)
     return {"memory": method.memory, "results": run.results()}
 
 
-def test_the_run_seed_reaches_every_random_choice(ci_cfg, ci_stream, tmp_path):
+def test_the_run_seed_reaches_every_random_choice(ci_cfg, ci_stream, ci_backbone, tmp_path):
     stream = head(ci_stream, 2)
-    a, again, b = (_er_memory(ci_cfg, stream, seed, tmp_path / str(i)) for i, seed in enumerate((0, 0, 1)))
+    a, again, b = (_er_memory(ci_cfg, stream, seed, tmp_path / str(i), ci_backbone) for i, seed in enumerate((0, 0, 1)))
     assert all(torch.equal(a["memory"][c], again["memory"][c]) for c in a["memory"])
     assert a["results"].equals(again["results"])  # the same seed: the same table
     assert any(not torch.equal(a["memory"][c], b["memory"][c]) for c in a["memory"])  # another seed: another memory

@@ -3,20 +3,18 @@ import hashlib
 import numpy as np
 import torch
 
+from mmcl_lab.backbones import build_backbone
 from mmcl_lab.config import apply_overrides
 from mmcl_lab.data import load_raw
-from mmcl_lab.model import build_model
-from mmcl_lab.pretrain import pretrained_backbone
 
 
-def test_pretraining_is_cached_and_deterministic(ci_cfg, ci_stream, tmp_path):
-    hit = pretrained_backbone(ci_cfg, ci_stream.feature_spaces, progress=False)
-    assert hit.seconds == 0.0 and hit.checksum() == ci_stream.backbone.checksum()  # read from the cache
-    fresh = pretrained_backbone(apply_overrides(ci_cfg, {"data.cache_dir": str(tmp_path)}),
-                                ci_stream.feature_spaces, progress=False)
+def test_pretraining_is_cached_and_deterministic(ci_cfg, ci_stream, ci_backbone, tmp_path):
+    hit = build_backbone(ci_cfg, ci_stream, progress=False)
+    assert hit.seconds == 0.0 and hit.checksum() == ci_backbone.checksum()  # read from the cache
+    fresh = build_backbone(apply_overrides(ci_cfg, {"data.cache_dir": str(tmp_path)}), ci_stream, progress=False)
     assert fresh.seconds > 0 and fresh.checksum() == hit.checksum()  # pretrained again: the same weights
-    other = pretrained_backbone(apply_overrides(ci_cfg, {"data.cache_dir": str(tmp_path), "pretrain.seed": 1}),
-                                ci_stream.feature_spaces, progress=False)
+    other = build_backbone(apply_overrides(ci_cfg, {"data.cache_dir": str(tmp_path), "pretrain.seed": 1}), ci_stream,
+                           progress=False)
     assert other.checksum() != hit.checksum()
 
 
@@ -27,15 +25,15 @@ def _hashes(x: np.ndarray) -> set[str]:
 def test_corpus_is_disjoint_from_the_stream(ci_cfg, ci_stream):
     p = ci_cfg.pretrain
     for m, raw in ci_stream.raw.items():
-        corpus = load_raw(getattr(p, m), m, p.n_per_class, p.seed, ci_cfg.data.cache_dir, shift=p.shift)
+        corpus = load_raw(ci_cfg.modalities[m].corpus, m, p.n_per_class, p.seed, ci_cfg.data.cache_dir, shift=p.shift)
         assert not _hashes(raw.x) & _hashes(corpus.x), m
         assert set(raw.class_names) < set(corpus.class_names), m  # a wider vocabulary, the stream's inside
         if raw.sources is not None:  # MNIST-derived: no source image is shared
             assert not set(raw.sources) & set(corpus.sources), m
 
 
-def test_a_prompt_at_layer_k_changes_layer_k_and_nothing_below(ci_cfg, ci_stream):
-    model = build_model(ci_stream, ci_cfg.model)
+def test_a_prompt_at_layer_k_changes_layer_k_and_nothing_below(ci_cfg, ci_stream, ci_backbone):
+    model = ci_backbone.model(ci_stream)
     task = ci_stream[0]
     x = task.test_x[:4]
     layers, length, dim = ci_cfg.model.layers, 2, ci_cfg.model.dim

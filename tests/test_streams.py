@@ -21,9 +21,11 @@ def test_interleaved_order_and_task_ids(ci_stream):
     assert [t.modality for t in ci_stream][:4] == ["image", "audio", "depth", "video"]
 
 
-def test_class_text_is_unit_norm(ci_stream):
-    norms = ci_stream.class_text.norm(dim=1)
-    assert np.allclose(norms.numpy(), 1.0, atol=1e-5)
+def test_class_texts_are_templated_names_embedded_as_unit_vectors(ci_cfg, ci_stream, ci_backbone):
+    assert ci_stream.class_prompts == tuple(ci_cfg.modalities[m].template.format(n)
+                                            for n, m in zip(ci_stream.class_names, ci_stream.class_modality))
+    norms = ci_backbone.model(ci_stream).class_text.norm(dim=1)
+    assert len(norms) == len(ci_stream.class_names) and np.allclose(norms.numpy(), 1.0, atol=1e-5)
 
 
 def test_blocked_and_random_orders(ci_cfg, ci_stream):

@@ -51,9 +51,10 @@ def test_one_visual_language_across_figures(comm_run):
     by_name = {t.name: t for t in explorer.data if t.mode == "markers"}
     bias = {t.name.split(" ")[0]: t for t in viz.bias_panel(comm_run).data}
     gap = {t.name: t for t in viz.modality_gap_plot(comm_run).data}
-    for m, colour in viz.MODALITY_COLOURS.items():
-        if m in by_name:  # the same modality, the same colour, in every figure
-            assert by_name[m].marker.color == bias[m].line.color == gap[m].line.color == colour
+    from mmcl_lab.modalities import get_modality
+    for m in comm_run.config().stream.modalities:  # the same modality, the same colour, in every figure
+        colour = get_modality(m).colour
+        assert by_name[m].marker.color == bias[m].line.color == gap[m].line.color == colour
     classes = viz.drift_figure(comm_run, color="class")
     colours = [t.marker.color for t in classes.data if t.mode == "markers"]
     assert len(colours) == len(set(colours)) == len(comm_run.probe_meta()["class_names"])  # 36 distinct shades

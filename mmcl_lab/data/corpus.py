@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from . import RawData, register_dataset
+from .base import RawData, register_dataset
 from .mnist import DIGITS, MOTIONS, digits_by_class, make_clips
 from .shapes import SHAPES, render_shapes
 from .speech import SAMPLE_RATE, VOICES, WORDS, speak_clips

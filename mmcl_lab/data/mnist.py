@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import affine_transform
 
-from . import RawData, register_dataset
+from .base import RawData, register_dataset
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MOTIONS = ("moving up", "moving down", "moving left", "moving right",

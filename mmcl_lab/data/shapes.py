@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import RawData, register_dataset
+from .base import RawData, register_dataset
 
 SHAPES = ("cube", "sphere", "cylinder", "cone", "torus", "capsule", "pyramid", "ring")
 

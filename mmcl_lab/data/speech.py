@@ -7,7 +7,7 @@ import threading
 
 import numpy as np
 
-from . import RawData, register_dataset
+from .base import RawData, register_dataset
 
 WORDS = ("apple", "river", "yellow", "mountain", "guitar", "window", "tiger", "pencil", "ocean", "rocket")
 # Klatt-synthesiser voices only: espeak-ng's default synthesiser adds jitter that no API seeds (two syntheses of

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder
+from .base import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder
 
 SIZE = 64  # input resolution: 2x2 spatial tokens; measured linear-probe accuracy is in data_cards/
 

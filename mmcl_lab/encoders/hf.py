@@ -1,6 +1,6 @@
 """transformers backbones for users who have the weights: CLIP, CLAP and VideoMAE.
 
-Pass a local directory or a hub id after "@", e.g. encoders.image="image/clip@/models/clip-vit-b32".
+Pass a local directory or a hub id after "@", e.g. modalities.image.encoder="image/clip@/models/clip-vit-b32".
 Nothing is downloaded unless you name a hub id with network access; tests build tiny models from configs.
 """
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import Encoder, as_float_tensor, depth_to_image, register_encoder
+from .base import Encoder, as_float_tensor, depth_to_image, register_encoder
 
 CLIP_MEAN = torch.tensor([0.4815, 0.4578, 0.4082]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.2686, 0.2613, 0.2758]).view(1, 3, 1, 1)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import TextEncoder, register_encoder
+from .base import TextEncoder, register_encoder
 
 
 @register_encoder("text/minilm")

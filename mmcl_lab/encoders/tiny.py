@@ -6,7 +6,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder, seeded_init
+from .base import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder, seeded_init
 
 TINY_DIM = 32
 

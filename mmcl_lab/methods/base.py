@@ -1,26 +1,27 @@
-"""The method contract: what a continual-learning method adds to the loss and does between tasks."""
+"""The method contract: what a continual-learning method adds to the loss and does between tasks.
+
+A method is an nn.Module: what it keeps across tasks (memories, statistics, maps, prompts) is its module state,
+which the run directory saves and restores through state_dict. Working copies that it rebuilds when it needs
+them (a teacher snapshot) are kept apart with keep_unsaved.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import math
-import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from ..config import ConfigError, MethodConfig, TrainConfig, coerce
-from ..model import AlignmentModel
-from ..registry import METHODS
 from ..batches import Batch
+from ..config import MethodConfig, TrainConfig, method_settings
+from ..registry import METHODS
 from ..streams import Task, TaskStream
 
 if TYPE_CHECKING:
-    from ..pretrain import Backbone
+    from ..backbones import Backbone, EmbeddingModel
 
 register_method = METHODS.register
 
@@ -69,9 +70,10 @@ class Context:
         return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
 
     @classmethod
-    def replay(cls, stream: TaskStream, upto: int = -1, device: torch.device | str = "cpu", seed: int = 0) -> "Context":
+    def replay(cls, stream: TaskStream, upto: int = -1, device: torch.device | str = "cpu", seed: int = 0,
+               backbone: Backbone | None = None) -> "Context":
         """A context for a stream with tasks 0..upto revealed (for notebooks and tests that drive the hooks)."""
-        ctx = cls(tuple(stream.modalities), torch.device(device), seed, stream.backbone)
+        ctx = cls(tuple(stream.modalities), torch.device(device), seed, backbone)
         for task in stream.tasks[:upto + 1]:
             ctx.reveal(task)
         return ctx
@@ -82,12 +84,14 @@ class NoConfig:
     """A method without hyper-parameters."""
 
 
-class Method:
+class Method(nn.Module):
     """Base class: plain fine-tuning with cross-entropy over the current task's classes.
 
     Hooks, in the order the runner calls them for every task: before_task, then (inside the one training
     loop in train.py) loss and after_backward for each batch, then after_task. embed() is what evaluation
-    and the probes call: modality=None means the modality identity is not available at test time.
+    and the probes call: modality=None means the modality identity is not available at test time. Every
+    tensor a method keeps across tasks is a parameter, a buffer or a submodule (utils.TensorDict for state that
+    grows), and every device it needs is its context's.
     """
 
     Config: type = NoConfig
@@ -97,14 +101,20 @@ class Method:
     pretrained = True  # start from the stream's pretrained backbone (False: a random initialisation)
 
     def __init__(self, cfg: Any = None):
+        super().__init__()
         self.cfg = cfg if cfg is not None else self.Config()
         self.ctx: Context | None = None
 
-    def setup(self, model: AlignmentModel, context: Context) -> None:
+    def setup(self, model: EmbeddingModel, context: Context) -> None:
         """Called once with the model and the method's context (no task revealed yet) before any task."""
         self.ctx = context
 
-    def parameters(self, model: AlignmentModel, task: Task) -> list:
+    def keep_unsaved(self, name: str, module: nn.Module | None) -> None:
+        """Hold a working copy (a frozen snapshot of a model) that the method rebuilds when it needs it: not
+        module state, so it is neither saved in checkpoints nor counted by memory_bytes unless the method adds it."""
+        object.__setattr__(self, name, module)
+
+    def trainable_parameters(self, model: EmbeddingModel, task: Task) -> list:
         """What the optimiser updates during task: parameters, or param groups with an 'lr_scale'."""
         return list(model.parameters())
 
@@ -112,44 +122,37 @@ class Method:
         """The pools the loop draws mini-batches from (one per feature space and modality)."""
         return [Batch(task.train_x, task.train_y, task.feature_space, task.modality)]
 
-    def before_task(self, model: AlignmentModel, task: Task) -> None:
+    def before_task(self, model: EmbeddingModel, task: Task) -> None:
         """Prepare for task (snapshots, new prompts, statistics of old tasks)."""
 
-    def loss(self, model: AlignmentModel, batch: Batch, task: Task) -> tuple[Tensor, dict[str, float]]:
+    def loss(self, model: EmbeddingModel, batch: Batch, task: Task) -> tuple[Tensor, dict[str, float]]:
         """Cross-entropy over task's classes; methods add their terms to this."""
         z = self.embed(model, batch.x, batch.space, batch.modality, aligned=False)
         ce = cross_entropy(model, z, batch.y, list(task.classes))
         return ce, {"ce": ce.item()}
 
-    def after_backward(self, model: AlignmentModel) -> None:
+    def after_backward(self, model: EmbeddingModel) -> None:
         """Runs between backward and the optimiser step (e.g. to project gradients)."""
 
-    def after_task(self, model: AlignmentModel, task: Task) -> None:
+    def after_task(self, model: EmbeddingModel, task: Task) -> None:
         """Consolidate after task (statistics, Fisher information, memories, re-alignment)."""
 
-    def embed(self, model: AlignmentModel, x: Tensor, space: str, modality: str | None,
+    def embed(self, model: EmbeddingModel, x: Tensor, space: str, modality: str | None,
               aligned: bool = True) -> Tensor:
         """Embeddings (B, E) for the loss, evaluation and probes (aligned=False skips any re-alignment)."""
         return model.embed(x, space)
 
-    def fit_task(self, model: AlignmentModel, task: Task, train: TrainConfig) -> None:
+    def fit_task(self, model: EmbeddingModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""
         from ..train import train_task
         train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device)
 
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and JSON-able values needed to resume after a task."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what state_dict returned (the model is already built and loaded)."""
-
     def memory_bytes(self) -> int:
-        """Bytes of stored features, statistics and snapshots kept across tasks."""
-        return sum(v.numel() * v.element_size() for v in self.state_dict().values() if isinstance(v, Tensor))
+        """Bytes of stored features, statistics and snapshots kept across tasks: its module state."""
+        return sum(v.numel() * v.element_size() for v in self.state_dict().values())
 
 
-def cross_entropy(model: AlignmentModel, z: Tensor, y: Tensor, classes: list[int]) -> Tensor:
+def cross_entropy(model: EmbeddingModel, z: Tensor, y: Tensor, classes: list[int]) -> Tensor:
     """Cross-entropy of embeddings z against the texts of classes; y holds global class ids."""
     lookup = torch.full((len(model.class_text),), -1, dtype=torch.long, device=y.device)
     lookup[torch.tensor(classes, device=y.device)] = torch.arange(len(classes), device=y.device)
@@ -160,22 +163,8 @@ def cross_entropy(model: AlignmentModel, z: Tensor, y: Tensor, classes: list[int
 
 
 def create_method(cfg: MethodConfig) -> Method:
-    """Instantiate a registered method, validating its params against the method's Config dataclass."""
-    cls = METHODS.get(cfg.name)
-    hints = typing.get_type_hints(cls.Config)
-    names = [f.name for f in dataclasses.fields(cls.Config)]
-    unknown = set(cfg.params) - set(names)
-    if unknown:
-        raise ConfigError(f"method {cfg.name!r} has no parameter(s) {sorted(unknown)}; "
-                          f"valid: {', '.join(names) or 'none'}")
-    params = {k: coerce(v, hints[k], f"method.params.{k}") for k, v in cfg.params.items()}
-    for key, value in params.items():  # every numeric knob is a size, a count, a weight or a rate
-        strict = "temperature" in key or key.endswith("lr")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and (
-                not math.isfinite(value) or value < 0 or (strict and value == 0)):
-            raise ConfigError(f"method.params.{key} must be a finite {'positive' if strict else 'non-negative'} "
-                              f"number, got {value}")
-    return cls(cls.Config(**params))
+    """Instantiate a registered method with its params checked against the method's Config dataclass."""
+    return METHODS.get(cfg.name)(method_settings(cfg))
 
 
 def check_assumptions(method: Method, stream: TaskStream) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 from ..gaussians import GaussianBank, identity_map, train_alignment
+from ..utils import TensorDict
 from .base import Method, cross_entropy, register_method
 from .lwf import distill
 
@@ -35,6 +36,11 @@ class COMMConfig:
     align_epochs: int = 5
     align_lr: float = 1e-3
 
+    def __post_init__(self):
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"comm {name}={getattr(self, name)!r}; choose from {', '.join(allowed)}")
+
 
 CHOICES = {"self_reg": ("l2", "kl", "off"), "relevance": ("learned", "off", "oracle"),
            "relevance_training": ("before", "joint"), "realign": ("modality", "shared", "off")}
@@ -49,51 +55,49 @@ class COMM(Method):
 
     Config = COMMConfig
 
-    def __init__(self, cfg=None):
-        super().__init__(cfg)
-        for field, allowed in CHOICES.items():
-            if getattr(self.cfg, field) not in allowed:
-                raise ConfigError(f"comm {field}={getattr(self.cfg, field)!r}; choose from {', '.join(allowed)}")
-
     def setup(self, model, context):
         super().setup(model, context)
-        self.device, self.dim, e = model.class_text.device, model.cfg.dim, model.class_text.shape[1]
-        self.depth = min(self.cfg.prompt_depth, model.cfg.layers)
+        self.dim, e = model.prompt_width, model.class_text.shape[1]
+        self.depth = min(self.cfg.prompt_depth, model.prompt_layers)
         self.mods = list(context.modalities)
-        self.prompts = nn.ParameterDict()  # task id -> (D, L, dim)
-        self.alpha = nn.ParameterDict()  # modality -> weights over its earlier tasks' prompts
-        self.relevance = nn.Linear(e, len(self.mods)).to(self.device)  # R_t on prompt-free embeddings
+        self.prompts = TensorDict(trainable=True, key_type=int)  # task id -> P_t (D, L, dim)
+        self.alpha = TensorDict(trainable=True)  # modality -> weights over its earlier tasks' prompts
+        self.relevance = nn.Linear(e, len(self.mods)).to(context.device)  # R_t on prompt-free embeddings
         n_maps = len(self.mods) if self.cfg.realign == "modality" else 1
-        self.align = nn.ModuleList([identity_map(e) for _ in range(n_maps)]).to(self.device)
+        self.align = nn.ModuleList([identity_map(e) for _ in range(n_maps)]).to(context.device)
         self.class_stats = GaussianBank(self.cfg.covariance, rank=self.cfg.covariance_rank)  # per class, of z
         self.query_stats = GaussianBank(self.cfg.covariance, rank=self.cfg.covariance_rank)  # per task, of q(x)
-        self.seen: list[str] = []  # modality of each finished task
-        self.training_now = False
+
+    @property
+    def seen(self) -> list[str]:
+        """The modality of each finished task, in order: the tasks whose query statistics are kept."""
+        return [self.ctx.tasks[t].modality for t in self.query_stats.keys()]
 
     # ---- prompts ---------------------------------------------------------------------------------------
-    def _tasks_of(self, modality: str) -> list[str]:
-        return [k for k in self.prompts if self.ctx.tasks[int(k)].modality == modality]
+    def _tasks_of(self, modality: str) -> list[int]:
+        return [t for t in sorted(self.prompts.keys()) if self.ctx.tasks[t].modality == modality]
 
     def aggregate(self, modality: str) -> Tensor:
         """Pbar_m = P_latest + sum_j softmax(alpha_m)_j * stopgrad(P_j) over earlier tasks of modality."""
         keys = self._tasks_of(modality)
         if not keys:
-            return torch.zeros(self.depth, self.cfg.prompt_length, self.dim, device=self.device)
+            return torch.zeros(self.depth, self.cfg.prompt_length, self.dim, device=self.ctx.device)
         latest, earlier = self.prompts[keys[-1]], keys[:-1]
         if not earlier:
             return latest
         weights = self.alpha[modality].softmax(0)
         return latest + sum(w * self.prompts[k].detach() for w, k in zip(weights, earlier))
 
-    def relevance_weights(self, model, x: Tensor, space: str, modality: str | None) -> Tensor:
+    def relevance_weights(self, model, x: Tensor, space: str, modality: str | None, routed: bool = False) -> Tensor:
         """r(x): (B, M) weights over modalities. One-hot on the given modality at test time, and always when
         relevance is off or oracle (the oracle reads a hidden modality off the input's encoder); otherwise
         softmax(R_t(q(x))) over seen modalities; uniform over seen modalities when nothing can be learned yet,
-        or relevance is off and the modality is hidden."""
+        or relevance is off and the modality is hidden. routed=True (the training loss, inferred 4): learned
+        relevance routes the prompts even when the modality is given."""
         if self.cfg.relevance == "oracle" and modality is None:  # the encoder tells the modality here
             modality = next((t.modality for t in self.ctx.tasks if t.feature_space == space), None)
         seen = [m for m in self.mods if m in self.seen or m == modality] or self.mods  # nothing yet: all
-        if modality is not None and (self.cfg.relevance != "learned" or not self.training_now):
+        if modality is not None and (self.cfg.relevance != "learned" or not routed):
             r = torch.zeros(len(self.mods), device=x.device)
             r[self.mods.index(modality)] = 1.0
             return r.expand(len(x), -1)
@@ -125,20 +129,18 @@ class COMM(Method):
 
     # ---- hooks -----------------------------------------------------------------------------------------
     def before_task(self, model, task):
-        self.training_now = True
         earlier = self._tasks_of(task.modality)
         self.sr_target = self.aggregate(task.modality).detach() if earlier else None
-        self.prompts[str(task.id)] = nn.Parameter(torch.zeros(self.depth, self.cfg.prompt_length, self.dim,
-                                                              device=self.device))
+        self.prompts[task.id] = torch.zeros(self.depth, self.cfg.prompt_length, self.dim, device=self.ctx.device)
         if earlier:
-            self.alpha[task.modality] = nn.Parameter(torch.zeros(len(earlier), device=self.device))
+            self.alpha[task.modality] = torch.zeros(len(earlier), device=self.ctx.device)
         self.joint_rng = self.ctx.rng("relevance pseudo-features (joint)")
         if self.cfg.relevance == "learned" and self.cfg.relevance_training == "before" and self.seen:
             self._train_relevance(model, task)
 
-    def parameters(self, model, task):
+    def trainable_parameters(self, model, task):
         """Only the prompt side learns; the pretrained backbone stays frozen."""
-        params = [self.prompts[str(task.id)]] if self.depth else []
+        params = [self.prompts[task.id]] if self.depth else []
         if self.depth and task.modality in self.alpha:
             params.append(self.alpha[task.modality])
         if self.cfg.relevance_training == "joint":
@@ -146,7 +148,7 @@ class COMM(Method):
         return params
 
     def loss(self, model, batch, task):
-        r = self.relevance_weights(model, batch.x, batch.space, batch.modality)
+        r = self.relevance_weights(model, batch.x, batch.space, batch.modality, routed=True)
         z = model.embed(batch.x, batch.space, self.prompt(r))
         loss = cross_entropy(model, z, batch.y, list(task.classes))
         logs = {"ce": loss.item()}
@@ -176,13 +178,13 @@ class COMM(Method):
         for tid in old_tasks:  # Gaussian pseudo-features of every earlier task's prompt-free embedding
             feats.append(self.query_stats.sample(tid, max(1, len(q) // len(old_tasks)), generator))
             labels.append(torch.full((len(feats[-1]),), self.mods.index(self.ctx.tasks[tid].modality)))
-        return F.cross_entropy(self.relevance(torch.cat(feats)), torch.cat(labels).to(self.device))
+        return F.cross_entropy(self.relevance(torch.cat(feats)), torch.cat(labels).to(self.ctx.device))
 
     def _train_relevance(self, model, task):
         opt = torch.optim.Adam(self.relevance.parameters(), lr=1e-2)
         generator = self.ctx.rng("relevance pseudo-features")
         with torch.no_grad():  # the backbone is frozen: the prompt-free embeddings are computed once
-            q = model.embed(task.train_x.to(self.device), task.feature_space)
+            q = model.embed(task.train_x.to(self.ctx.device), task.feature_space)
         for _ in range(self.cfg.relevance_epochs):
             loss = self._relevance_loss(q, task, generator)
             opt.zero_grad(set_to_none=True)
@@ -190,10 +192,7 @@ class COMM(Method):
             opt.step()
 
     def after_task(self, model, task):
-        self.training_now = False
-        self.seen.append(task.modality)
-        device = self.device
-        x, y = task.train_x.to(device), task.train_y.to(device)
+        x, y = task.train_x.to(self.ctx.device), task.train_y.to(self.ctx.device)
         with torch.no_grad():
             self.query_stats.add(task.id, model.embed(x, task.feature_space))
             z = self.embed(model, x, task.feature_space, task.modality, aligned=False)
@@ -214,38 +213,10 @@ class COMM(Method):
             old = [c for c in classes if c not in task.classes and c in self.class_stats.mean]
             n = self.cfg.align_samples
             samples = [self.class_stats.sample(c, n, generator) for c in old]
-            labels = [torch.full((n,), c, device=self.device) for c in old]
+            labels = [torch.full((n,), c, device=self.ctx.device) for c in old]
             if modality in (None, task.modality):
                 samples.append(z_now)
                 labels.append(y_now)
-            train_alignment(self.align[i], model.class_text, seen_all, torch.cat(samples).to(self.device),
+            train_alignment(self.align[i], model.class_text, seen_all, torch.cat(samples).to(self.ctx.device),
                             torch.cat(labels), model.temperature, self.cfg.align_epochs,
                             self.cfg.align_lr, generator)
-
-    def state_dict(self):
-        state = {f"prompt.{k}": p.detach() for k, p in self.prompts.items()}
-        state |= {f"alpha.{m}": a.detach() for m, a in self.alpha.items()}
-        state |= {f"relevance.{k}": v for k, v in self.relevance.state_dict().items()}
-        state |= {f"align.{k}": v for k, v in self.align.state_dict().items()}
-        state |= self.class_stats.state_dict("class_stats") | self.query_stats.state_dict("query_stats")
-        return state | {"seen": list(self.seen)}
-
-    def load_state_dict(self, state):
-        for name, value in sorted(state.items(), key=lambda kv: _order(kv[0])):
-            kind, _, key = name.partition(".")
-            if kind == "prompt":
-                self.prompts[key] = nn.Parameter(value.to(self.device))
-            elif kind == "alpha":
-                self.alpha[key] = nn.Parameter(value.to(self.device))
-        self.relevance.load_state_dict({k[10:]: v for k, v in state.items() if k.startswith("relevance.")})
-        self.align.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("align.")})
-        self.class_stats.load_state_dict(state, "class_stats")
-        self.query_stats.load_state_dict(state, "query_stats")
-        self.seen = list(state["seen"])
-        self.training_now = False
-
-
-def _order(name: str) -> tuple:
-    # Prompts must come back in task order ("prompt.10" sorts before "prompt.2" as a string).
-    kind, _, key = name.partition(".")
-    return (kind, int(key) if key.isdigit() else 0, key)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..utils import TensorDict
 from .base import Method, cross_entropy, register_method
 
 
@@ -27,7 +28,7 @@ class ER(Method):
 
     def setup(self, model, context):
         super().setup(model, context)
-        self.memory: dict[int, torch.Tensor] = {}  # class id -> (n, T, F) stored features
+        self.memory = TensorDict(key_type=int)  # class id -> (n, T, F) stored features
 
     def before_task(self, model, task):
         self.replay_rng = self.ctx.rng("replay draws")
@@ -50,7 +51,7 @@ class ER(Method):
         groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
         for i in pick:  # one forward per feature space: stored classes may differ in token count
             groups.setdefault(where[pool[i][0]], []).append(pool[i])
-        device, losses = model.class_text.device, []
+        device, losses = self.ctx.device, []
         for (space, modality), items in groups.items():
             x = torch.stack([self.memory[c][i] for c, i in items]).to(device)
             y = torch.tensor([c for c, _ in items], device=device)
@@ -66,9 +67,3 @@ class ER(Method):
             self.memory[c] = task.train_x[rows].clone()
         for c in self.memory:  # re-balance: every class keeps at most per_class samples
             self.memory[c] = self.memory[c][:per_class]
-
-    def state_dict(self):
-        return {f"memory.{c}": x.contiguous() for c, x in self.memory.items()}
-
-    def load_state_dict(self, state):
-        self.memory = {int(k.split(".")[1]): v for k, v in state.items() if k.startswith("memory.")}

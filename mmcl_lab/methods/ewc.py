@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from ..utils import TensorDict
 from .base import Method, register_method
 
 
@@ -31,8 +32,8 @@ class EWC(Method):
 
     def setup(self, model, context):
         super().setup(model, context)
-        self.fisher: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
+        self.fisher = TensorDict()  # parameter name -> diagonal Fisher information
+        self.anchor = TensorDict()  # parameter name -> its value after the last task
 
     def loss(self, model, batch, task):
         loss, logs = super().loss(model, batch, task)
@@ -44,20 +45,16 @@ class EWC(Method):
         return loss, logs
 
     def after_task(self, model, task):
-        fisher = per_sample_fisher(model, task, self.cfg.fisher_batch)
-        self.fisher = {n: self.cfg.decay * self.fisher.get(n, 0) + f for n, f in fisher.items()}
-        self.anchor = {n: p.detach().clone() for n, p in model.named_parameters() if n in fisher}
-
-    def state_dict(self):
-        return {**{f"fisher.{n}": f for n, f in self.fisher.items()},
-                **{f"anchor.{n}": a for n, a in self.anchor.items()}}
-
-    def load_state_dict(self, state):
-        self.fisher = {k[7:]: v for k, v in state.items() if k.startswith("fisher.")}
-        self.anchor = {k[7:]: v for k, v in state.items() if k.startswith("anchor.")}
+        fisher = per_sample_fisher(model, task, self.cfg.fisher_batch, self.ctx.device)
+        for n, f in fisher.items():  # online EWC: the old information decays, the new adds on
+            old = self.fisher[n] if n in self.fisher else 0
+            self.fisher[n] = self.cfg.decay * old + f
+        for n, p in model.named_parameters():
+            if n in fisher:
+                self.anchor[n] = p.detach().clone()
 
 
-def per_sample_fisher(model, task, batch_size: int = 64) -> dict[str, torch.Tensor]:
+def per_sample_fisher(model, task, batch_size: int = 64, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Diagonal empirical Fisher of the trainable parameters: mean over task's training samples of the
     squared gradient of each sample's cross-entropy over the task's classes."""
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
@@ -69,7 +66,6 @@ def per_sample_fisher(model, task, batch_size: int = 64) -> dict[str, torch.Tens
 
     per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
-    device = model.class_text.device
     target = torch.tensor([classes.index(int(c)) for c in task.train_y])
     with warnings.catch_warnings():  # vmap over CPU attention falls back to a loop, and says so
         warnings.filterwarnings("ignore", message="There is a performance drop")

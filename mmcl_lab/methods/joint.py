@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..batches import Batch
+from ..utils import TensorDict
 from .base import Method, cross_entropy, register_method
 
 
@@ -17,26 +18,20 @@ class Joint(Method):
 
     def setup(self, model, context):
         super().setup(model, context)
-        self.data: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # task id -> copies of (x, y)
+        self.xs = TensorDict(key_type=int)  # task id -> copy of its training features
+        self.ys = TensorDict(key_type=int)  # task id -> copy of its labels
 
     def before_task(self, model, task):
-        self.data[task.id] = (task.train_x.clone(), task.train_y.clone())
+        self.xs[task.id], self.ys[task.id] = task.train_x.clone(), task.train_y.clone()
 
     def training_batches(self, task):
         pools: dict[tuple[str, str], list[int]] = {}
         for t in self.ctx.tasks:
             pools.setdefault((t.feature_space, t.modality), []).append(t.id)
-        return [Batch(torch.cat([self.data[i][0] for i in ids]), torch.cat([self.data[i][1] for i in ids]),
-                      space, modality) for (space, modality), ids in pools.items()]
+        return [Batch(torch.cat([self.xs[i] for i in ids]), torch.cat([self.ys[i] for i in ids]), space, modality)
+                for (space, modality), ids in pools.items()]
 
     def loss(self, model, batch, task):
         z = self.embed(model, batch.x, batch.space, batch.modality)
         ce = cross_entropy(model, z, batch.y, self.ctx.seen_classes())
         return ce, {"ce": ce.item()}
-
-    def state_dict(self):
-        return {f"{part}.{i}": t for i, (x, y) in self.data.items() for part, t in (("x", x), ("y", y))}
-
-    def load_state_dict(self, state):
-        ids = sorted({int(k.split(".")[1]) for k in state if k.startswith("x.")})
-        self.data = {i: (state[f"x.{i}"], state[f"y.{i}"]) for i in ids}

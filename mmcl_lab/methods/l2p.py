@@ -32,15 +32,14 @@ class L2P(Method):
 
     def setup(self, model, context):
         super().setup(model, context)
-        dim, e = model.cfg.dim, model.class_text.shape[1]
-        device = model.class_text.device
-        depth = max(1, min(self.cfg.prompt_depth, model.cfg.layers))
+        dim, e, device = model.prompt_width, model.class_text.shape[1], context.device
+        depth = max(1, min(self.cfg.prompt_depth, model.prompt_layers))
         init = context.rng("prompt pool init")
         self.prompts = nn.Parameter(0.02 * torch.randn(self.cfg.pool_size, depth, self.cfg.prompt_length, dim,
                                                        generator=init).to(device))
         self.keys = nn.Parameter(F.normalize(torch.randn(self.cfg.pool_size, e, generator=init), dim=-1).to(device))
 
-    def parameters(self, model, task):
+    def trainable_parameters(self, model, task):
         return [self.prompts, self.keys]
 
     def _select(self, model, x, space):
@@ -63,11 +62,3 @@ class L2P(Method):
         ce = cross_entropy(model, z, batch.y, list(task.classes))
         pull = (1 - match).mean()
         return ce + self.cfg.pull * pull, {"ce": ce.item(), "pull": pull.item()}
-
-    def state_dict(self):
-        return {"prompts": self.prompts.detach(), "keys": self.keys.detach()}
-
-    def load_state_dict(self, state):
-        with torch.no_grad():
-            self.prompts.copy_(state["prompts"])
-            self.keys.copy_(state["keys"])

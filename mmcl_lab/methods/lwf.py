@@ -38,10 +38,10 @@ class LwF(Method):
 
     Config = LwFConfig
 
-    teacher = None
+    teacher = None  # the model as it was before the current task: rebuilt every task, so not module state
 
     def before_task(self, model, task):
-        self.teacher = copy.deepcopy(model).eval().requires_grad_(False) if task.id > 0 else None
+        self.keep_unsaved("teacher", copy.deepcopy(model).eval().requires_grad_(False) if task.id > 0 else None)
 
     def memory_bytes(self) -> int:
         """The snapshot of the model kept while the next task trains."""

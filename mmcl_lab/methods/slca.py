@@ -32,9 +32,9 @@ class SLCA(Method):
     def setup(self, model, context):
         super().setup(model, context)
         self.bank = GaussianBank(self.cfg.covariance)
-        self.align = identity_map(model.class_text.shape[1]).to(model.class_text.device)
+        self.align = identity_map(model.class_text.shape[1]).to(context.device)
 
-    def parameters(self, model, task):
+    def trainable_parameters(self, model, task):
         return [{"params": list(model.parameters()), "lr_scale": self.cfg.lr_scale}]
 
     def embed(self, model, x, space, modality, aligned=True):
@@ -43,7 +43,7 @@ class SLCA(Method):
 
     @torch.no_grad()
     def _fit_stats(self, model, task):
-        z = model.embed(task.train_x.to(model.class_text.device), task.feature_space)
+        z = model.embed(task.train_x.to(self.ctx.device), task.feature_space)
         for c in task.classes:
             self.bank.add(c, z[task.train_y.to(z.device) == c])
 
@@ -56,10 +56,3 @@ class SLCA(Method):
         labels = torch.tensor(seen, device=samples.device).repeat_interleave(n)
         train_alignment(self.align, model.class_text, seen, samples, labels, model.temperature,
                         self.cfg.align_epochs, self.cfg.align_lr, generator)
-
-    def state_dict(self):
-        return {**self.bank.state_dict("bank"), **{f"align.{k}": v for k, v in self.align.state_dict().items()}}
-
-    def load_state_dict(self, state):
-        self.bank.load_state_dict(state, "bank")
-        self.align.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("align.")})

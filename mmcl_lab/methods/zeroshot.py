@@ -11,5 +11,5 @@ class ZeroShot(Method):
 
     trains = False
 
-    def parameters(self, model, task):
+    def trainable_parameters(self, model, task):
         return []

@@ -35,11 +35,12 @@ class ZSCL(Method):
 
     def setup(self, model, context):
         super().setup(model, context)
-        if context.backbone is None:
-            raise ValueError("zscl needs a pretrained backbone with its corpus (build_stream(..., pretrained=True))")
-        self.teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the pretrained model
-        corpus = context.backbone.corpus
-        self.teacher.class_text = corpus.class_text.to(model.class_text.device)  # the reference vocabulary
+        if context.backbone is None or context.backbone.reference is None:
+            raise ValueError("zscl needs a backbone that knows its pretraining data (Context(..., backbone=...))")
+        # The frozen pretrained model: rebuilt from the backbone at every setup, so not module state.
+        self.keep_unsaved("teacher", copy.deepcopy(model).eval().requires_grad_(False))
+        corpus = context.backbone.reference
+        self.teacher.class_text = corpus.class_text.to(context.device)  # the reference vocabulary
         self.reference = corpus.pools
 
     def memory_bytes(self) -> int:
@@ -62,7 +63,7 @@ class ZSCL(Method):
 
     def loss(self, model, batch, task):
         loss, logs = super().loss(model, batch, task)
-        ref = self._reference_batch(model.class_text.device)
+        ref = self._reference_batch(self.ctx.device)
         text = self.teacher.class_text
         with torch.no_grad():
             target = self.teacher.embed(ref.x, ref.space) @ text.T / self.teacher.temperature

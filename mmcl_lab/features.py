@@ -1,9 +1,12 @@
-"""Encode once with a frozen encoder; store the features on disk keyed by (encoder, data, preprocessing)."""
+"""The one encode pipeline: a dataset spec -> raw signals -> a frozen encoder on the run's device -> features,
+cached on disk keyed by (encoder, data). The stream, the pretraining corpus and your own data all come through
+`load_features`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +14,29 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import RawData, cache_root
-from .utils import atomic_write_bytes, barrier, dist_info, read_tensor_file, tensor_file_bytes
+from .data import RawData, load_raw
+from .encoders import create_encoder
+from .utils import atomic_write_bytes, barrier, cache_path, digest, dist_info, read_tensor_file, tensor_file_bytes
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """One dataset encoded: its raw signals, their frozen features, the feature space and their identity."""
+
+    raw: RawData
+    tokens: Tensor  # (N, T, F) float32 on the CPU
+    space: str  # the feature space the encoder writes into (the backbone keeps one input adapter per space)
+    key: list[str]  # [encoder identity, data fingerprint]: what the features depend on
+
+
+def load_features(spec: str, modality: str, encoder_spec: str, n_per_class: int, seed: int, cache_dir: str = "",
+                  batch_size: int = 64, device: torch.device | str = "cpu", progress: bool = True,
+                  **options) -> Features:
+    """The dataset spec names for modality, encoded by encoder_spec: both read from the cache when they can be."""
+    raw = load_raw(spec, modality, n_per_class, seed, cache_dir, **options)
+    encoder = create_encoder(encoder_spec)
+    tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress)
+    return Features(raw, tokens, encoder.feature_space, [encoder.cache_key(), data_fingerprint(raw)])
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -53,8 +77,7 @@ def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int 
                     device: torch.device | str = "cpu", progress: bool = True) -> Tensor:
     """Features of raw under encoder, computed once and then read from the cache."""
     key_src = json.dumps({"encoder": encoder.cache_key(), "data": data_fingerprint(raw)})
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:20]
-    path = cache_root(cache_dir) / "features" / f"{raw.name}-{key}.safetensors"
+    path = cache_path(cache_dir, "features", raw.name, key_src, ".safetensors")
     barrier()  # every process sees the same cache state
     if path.exists():
         return _read(path, key_src, len(raw), encoder.dim)

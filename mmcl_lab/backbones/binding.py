@@ -1,0 +1,260 @@
+"""The bundled backbone: a small binding transformer over frozen encoder tokens, pretrained once against the
+frozen text tower on a generated corpus, then cached.
+
+As ImageBind or LanguageBind bind modality towers to a frozen text tower, the model's per-space input adapters
+and shared transformer are trained contrastively against the frozen text embeddings (MiniLM by default,
+`encoders.text`) of templated class names, with a learned temperature, on a corpus disjoint from the stream
+(data/corpus.py). The weights are cached as safetensors under <cache>/backbones/, keyed by the corpus, the
+configuration and this file's code; the same key always gives the same weights. Every method then starts from
+them: frozen (prompt methods) or fine-tuned (the others). Prompts are prefix tokens at every layer (deep prompts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..batches import Batch, iterate_batches, merge_spaces, n_batches
+from ..config import ModelConfig, RunConfig
+from ..encoders import create_encoder
+from ..features import load_features
+from ..utils import (atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file, tensor_file_bytes,
+                     tensors_digest)
+from .base import Backbone, register_backbone
+
+N_POOL = 2  # pooled views of the data tokens: a mean and a learned weighting (a ramp at start)
+
+
+def _pool_init(n_tokens: int) -> Tensor:
+    ramp = torch.linspace(-1.0, 1.0, n_tokens) if n_tokens > 1 else torch.zeros(1)
+    return torch.stack([torch.full((n_tokens,), 1.0 / n_tokens), ramp / n_tokens], dim=1)  # (T, 2)
+
+
+def _key(space: str) -> str:
+    # ModuleDict keys may not contain "." (feature spaces can be paths), so key by a stable hash.
+    return f"space_{zlib.crc32(space.encode()):08x}"
+
+
+class AlignmentModel(nn.Module):
+    """Frozen tokens of any feature space -> L2-normalised embeddings comparable with class-name texts.
+
+    Per feature space (an input adapter): LayerNorm + Linear to width dim, learned token positions, and
+    learned pooling weights over token positions (initialised to a mean and a first-to-last ramp, so frame
+    order -- the direction of a motion -- survives pooling). Shared: `layers` pre-norm transformer blocks,
+    then LayerNorm + Linear from the pooled data tokens into the text anchor space, and a learned
+    temperature. Prompts are prefix tokens: layer k attends over [prompts[k]; data tokens] and drops the
+    prompt outputs again (deep prompts, as VPT-deep and L2P/COMM on ViTs); methods own them.
+    """
+
+    def __init__(self, feature_spaces: dict[str, tuple[int, int]], class_text: Tensor, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.inputs = nn.ModuleDict({_key(s): nn.Sequential(nn.LayerNorm(f), nn.Linear(f, cfg.dim))
+                                     for s, (_, f) in feature_spaces.items()})
+        self.positions = nn.ParameterDict({_key(s): nn.Parameter(0.02 * torch.randn(t, cfg.dim))
+                                           for s, (t, _) in feature_spaces.items()})
+        self.pooling = nn.ParameterDict({_key(s): nn.Parameter(_pool_init(t)) for s, (t, _) in feature_spaces.items()})
+        self.blocks = nn.ModuleList([
+            nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(cfg.layers)])
+        self.out = nn.Sequential(nn.LayerNorm(N_POOL * cfg.dim), nn.Linear(N_POOL * cfg.dim, class_text.shape[1]))
+        # log(1 / temperature), learned in pretraining (as CLIP's logit scale) and frozen afterwards.
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)), requires_grad=False)
+        self.register_buffer("class_text", class_text.clone())  # (C, E), frozen anchors
+
+    @property
+    def prompt_layers(self) -> int:
+        """Layers with a prompt hook: every transformer block."""
+        return len(self.blocks)
+
+    @property
+    def prompt_width(self) -> int:
+        """Width of a prompt token: the transformer's."""
+        return self.cfg.dim
+
+    @property
+    def temperature(self) -> float:
+        """The temperature cosine logits are divided by."""
+        return float(1.0 / self.log_scale.detach().exp().clamp(max=100.0))
+
+    def embed(self, x: Tensor, space: str, prompts: Tensor | None = None) -> Tensor:
+        """(B, T, F) tokens [+ prompts (D, L, dim) or (B, D, L, dim) for the first D layers] -> (B, E) unit
+        vectors."""
+        key = _key(space)
+        if key not in self.inputs:
+            raise KeyError(f"feature space {space!r} is unknown to this model")
+        expected = self.inputs[key][0].normalized_shape[0]
+        if x.ndim != 3 or x.shape[-1] != expected or x.shape[1] > len(self.positions[key]):
+            raise ValueError(f"features for {space!r} must be (B, <={len(self.positions[key])}, "
+                             f"{expected}), got {tuple(x.shape)}")
+        h = self.inputs[key](x) + self.positions[key][: x.shape[1]]  # (B, T, dim)
+        if prompts is not None:
+            prompts = prompts.expand(x.shape[0], -1, -1, -1) if prompts.ndim == 3 else prompts  # (B, D, L, dim)
+            if prompts.ndim != 4 or prompts.shape[1] > len(self.blocks) or prompts.shape[-1] != self.cfg.dim:
+                raise ValueError(f"prompts must be (B, <={len(self.blocks)}, L, {self.cfg.dim}), "
+                                 f"got {tuple(prompts.shape)}")
+        depth = 0 if prompts is None else prompts.shape[1]
+        for k, block in enumerate(self.blocks):
+            if k < depth:  # prefix tokens for this layer: attended to, then dropped
+                n_prompt = prompts.shape[2]
+                h = block(torch.cat([prompts[:, k], h], dim=1))[:, n_prompt:]  # (B, L + T, dim) -> (B, T, dim)
+            else:
+                h = block(h)
+        weights = self.pooling[key][: x.shape[1]]  # (T, K)
+        pooled = torch.einsum("btd,tk->bkd", h, weights).flatten(1)  # (B, K * dim)
+        return F.normalize(self.out(pooled), dim=-1)  # (B, E)
+
+    def forward(self, x: Tensor, space: str, prompts: Tensor | None = None) -> Tensor:
+        """embed(); a forward lets torch.func (per-sample gradients) call the model functionally."""
+        return self.embed(x, space, prompts)
+
+    def logits(self, z: Tensor, classes: Tensor | list[int] | None = None) -> Tensor:
+        """Cosine similarity to class texts over a temperature: (B, E) -> (B, C)."""
+        text = self.class_text if classes is None else self.class_text[classes]
+        return z @ text.T * self.log_scale.exp().clamp(max=100.0)  # (B, E) @ (E, C) -> (B, C)
+
+    def load_backbone(self, state: dict[str, Tensor]) -> None:
+        """Load pretrained weights (everything but the class texts, which belong to the stream)."""
+        state = {k: v for k, v in state.items() if k != "class_text"}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"class_text"}:
+            raise ValueError(f"pretrained weights do not fit this model: missing {sorted(missing)}, "
+                             f"unexpected {sorted(unexpected)}; check model.* against the pretraining config")
+
+
+# ---- pretraining ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Corpus:
+    """The encoded pretraining corpus: one pool per modality, labels into one shared vocabulary."""
+
+    pools: list[Batch]  # x (N, T, F) frozen features, y (N,) vocabulary ids
+    class_names: tuple[str, ...]  # the vocabulary over all modalities
+    class_modality: tuple[str, ...]
+    class_text: Tensor  # (V, E) text anchors of the vocabulary
+    key: str  # identity of the features and texts
+
+    @property
+    def feature_spaces(self) -> dict[str, tuple[int, int]]:
+        """space -> (max tokens, dim) over the pools."""
+        return merge_spaces((p.space, p.x.shape[1:]) for p in self.pools)
+
+
+def build_corpus(cfg: RunConfig, text_tower, device: torch.device | str = "cpu", progress: bool = False) -> Corpus:
+    """Generate (cached) and encode (cached) the corpus of every stream modality with the stream's encoders."""
+    pools, names, mods, keys = [], [], [], []
+    for m in cfg.stream.modalities:
+        entry = cfg.modalities[m]
+        feats = load_features(entry.corpus, m, entry.encoder, cfg.pretrain.n_per_class, cfg.pretrain.seed,
+                              cfg.data.cache_dir, cfg.encoders.batch_size, device, progress, shift=cfg.pretrain.shift)
+        offset = len(names)
+        pools.append(Batch(feats.tokens, torch.from_numpy(feats.raw.y) + offset, feats.space, m))
+        names += list(feats.raw.class_names)
+        mods += [m] * len(feats.raw.class_names)
+        keys.append(feats.key)
+    texts = [cfg.modalities[m].template.format(n) for n, m in zip(names, mods)]
+    class_text = text_tower.encode(texts).float()
+    return Corpus(pools, tuple(names), tuple(mods), class_text, digest([keys, cfg.encoders.text, texts], 20))
+
+
+def contrastive_loss(model: AlignmentModel, batch: Batch) -> Tensor:
+    """Symmetric sample-text InfoNCE with class texts as anchors: each sample against every vocabulary text,
+    and each class text present in the batch against the batch's samples (its own samples are positives)."""
+    logits = model.logits(model.embed(batch.x, batch.space))  # (B, V), scaled by the learned temperature
+    to_text = F.cross_entropy(logits, batch.y)
+    present = batch.y.unique()  # (P,)
+    positive = (batch.y[None, :] == present[:, None]).float()  # (P, B)
+    to_sample = -(positive * logits[:, present].T.log_softmax(1)).sum(1) / positive.sum(1)  # (P,)
+    return (to_text + to_sample.mean()) / 2
+
+
+def pretrain(cfg: RunConfig, corpus: Corpus, spaces: dict[str, tuple[int, int]], device: torch.device | str = "cpu",
+             progress: bool = True) -> dict[str, Tensor]:
+    """Train the binding model on the corpus, on device; returns its state dict on the CPU (class texts
+    excluded)."""
+    p = cfg.pretrain
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation that leaves the caller's RNG alone
+        torch.manual_seed(p.seed)
+        model = AlignmentModel(spaces, corpus.class_text, cfg.model)
+    model = model.to(device)
+    model.log_scale.requires_grad_(True)
+    opt = torch.optim.AdamW(model.parameters(), lr=p.lr)
+    generator = torch.Generator().manual_seed(p.seed)
+    model.train()
+    total = p.epochs * n_batches(corpus.pools, p.batch_size)
+    with tqdm(total=total, desc="pretrain", disable=not progress, leave=False) as bar:
+        for _ in range(p.epochs):
+            for batch in iterate_batches(corpus.pools, p.batch_size, generator, torch.device(device)):
+                loss = contrastive_loss(model, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "class_text"}
+
+
+def weights_checksum(state: dict[str, Tensor]) -> str:
+    """A short sha256 of a state dict's tensors (tensors_digest), class texts excluded."""
+    return tensors_digest({k: v for k, v in state.items() if k != "class_text"})[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class BindingBackbone(Backbone):
+    """Pretrained binding weights with the text tower they were aligned to and the corpus they came from (ZSCL's
+    reference data)."""
+
+    state: dict[str, Tensor]
+    text_tower: nn.Module
+    reference: Corpus
+    spaces: dict[str, tuple[int, int]]  # the feature spaces it has input adapters for (stream's and corpus's)
+    model_cfg: ModelConfig
+    key: str
+    seconds: float  # pretraining time; 0.0 on a cache hit
+
+    def encode_text(self, texts: Sequence[str]) -> Tensor:
+        return self.text_tower.encode(list(texts)).float()
+
+    def model(self, stream, pretrained: bool = True) -> AlignmentModel:
+        model = AlignmentModel(self.spaces, self.encode_text(stream.class_prompts), self.model_cfg)
+        if pretrained:
+            model.load_backbone(self.state)
+        return model
+
+    def checksum(self) -> str:
+        return weights_checksum(self.state)
+
+
+@register_backbone("binding")
+def binding_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], device: torch.device,
+                     progress: bool = True) -> BindingBackbone:
+    """The binding backbone for cfg: read from the cache, or pretrained once on device (25 s on 2 cores, default
+    preset). The corpus covers the stream's modalities, each encoded with the stream's encoder for it."""
+    text_tower = create_encoder(cfg.encoders.text)
+    corpus = build_corpus(cfg, text_tower, device, progress)
+    spaces = merge_spaces([*spaces.items(), *corpus.feature_spaces.items()])
+    code = digest(Path(__file__).read_text())  # editing the model or its pretraining never reuses stale weights
+    key_src = json.dumps({"corpus": corpus.key, "model": asdict(cfg.model), "spaces": sorted(spaces.items()),
+                          "pretrain": asdict(cfg.pretrain), "code": code}, sort_keys=True)
+    key, path = digest(key_src, 20), cache_path(cfg.data.cache_dir, "backbones", "binding", key_src, ".safetensors")
+    with main_process_first():  # under torchrun rank 0 pretrains, the others read its file
+        if path.exists():
+            state, metadata = read_tensor_file(path, "delete it to pretrain again")
+            if metadata.get("key") != key_src:
+                raise ValueError(f"{path}: written for another corpus or config; delete it to pretrain again")
+            return BindingBackbone(state, text_tower, corpus, spaces, cfg.model, key, 0.0)
+        start = time.perf_counter()
+        state = pretrain(cfg, corpus, spaces, device, progress)
+        atomic_write_bytes(path, tensor_file_bytes(state, {"key": key_src}))
+        return BindingBackbone(state, text_tower, corpus, spaces, cfg.model, key, time.perf_counter() - start)

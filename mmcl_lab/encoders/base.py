@@ -1,0 +1,104 @@
+"""The encoder contract: raw signals of one modality -> token features (B, T, F); text -> unit vectors.
+
+Each encoder names the feature space it writes into, and the trainable head keeps one input adapter per
+space. As in binding models (ImageBind, LanguageBind), an input always passes through the encoder of its
+own format -- a waveform cannot be fed to an image pipeline -- so the space is known for every input.
+What the modality-agnostic setting hides is the modality *label*: the label space, prompts and
+alignment maps must then be chosen without it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import zlib
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..registry import ENCODERS
+from ..utils import digest
+
+register_encoder = ENCODERS.register
+
+
+class Encoder(nn.Module):
+    """A frozen modality encoder; subclasses set the class attributes and implement preprocess/forward."""
+
+    modality: str = ""
+    feature_space: str = ""  # the head keeps one input adapter per space
+    dim: int = 0  # F
+    license: str = ""
+    source: str = ""
+    version: str = "1"  # bump when outputs change: the feature cache is keyed by it
+
+    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
+        """A raw batch (modality layout, see mmcl_lab.data) -> the network's input tensor."""
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:  # (B, ...) -> (B, T, F)
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        """Identity of this encoder's outputs, used by the feature cache."""
+        # The encoder's code (its module and the shared helpers here) is part of the key: editing the
+        # preprocessing invalidates cached features.
+        sources = (inspect.getmodule(type(self)), log_mel, depth_to_image)
+        code = "".join(inspect.getsource(obj) for obj in sources)
+        return f"{self.feature_space}|{self.modality}|{type(self).__name__}|v{self.version}|{digest(code)}"
+
+
+class TextEncoder(nn.Module):
+    """A frozen text encoder mapping strings to L2-normalised embeddings (N, E)."""
+
+    dim: int = 0
+    license: str = ""
+    source: str = ""
+    version: str = "1"
+
+    def encode(self, texts: list[str]) -> Tensor:
+        """(N,) strings -> (N, E) L2-normalised embeddings."""
+        raise NotImplementedError
+
+
+def create_encoder(spec: str) -> nn.Module:
+    """Build an encoder from "name" or "name@path-or-hub-id" (the argument goes to the constructor)."""
+    name, _, arg = spec.partition("@")
+    factory: Callable = ENCODERS.get(name)
+    encoder = factory(arg) if arg else factory()
+    return encoder.eval().requires_grad_(False)
+
+
+def seeded_init(name: str, build: Callable[[], nn.Module]) -> nn.Module:
+    """Build a module with weights drawn from a seed derived from name, leaving global RNGs untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(name.encode()))
+        return build()
+
+
+def log_mel(waves: Tensor, sample_rate: int, n_mels: int = 64, n_frames: int = 64) -> Tensor:
+    """(B, L) waveforms -> (B, n_mels, n_frames) log-mel spectrograms scaled to [0, 1] per clip."""
+    import torchaudio
+
+    hop = max(1, waves.shape[-1] // n_frames)
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=1024, hop_length=hop, n_mels=n_mels)
+    spec = torchaudio.transforms.AmplitudeToDB(top_db=80.0)(mel.to(waves.device)(waves))
+    spec = spec[..., :n_frames]
+    lo = spec.amin(dim=(1, 2), keepdim=True)
+    hi = spec.amax(dim=(1, 2), keepdim=True)
+    return (spec - lo) / (hi - lo).clamp_min(1e-6)
+
+
+def depth_to_image(depth: Tensor) -> Tensor:
+    """(B, H, W) metres -> (B, H, W) in [0, 1], near = bright, background = 0 (per-map range)."""
+    hit = depth > 0
+    far = torch.where(hit, depth, torch.zeros_like(depth)).amax(dim=(1, 2), keepdim=True)
+    near = torch.where(hit, depth, torch.full_like(depth, float("inf"))).amin(dim=(1, 2), keepdim=True)
+    scaled = 0.2 + 0.8 * (far - depth) / (far - near).clamp_min(1e-6)
+    return torch.where(hit, scaled, torch.zeros_like(depth))
+
+
+def as_float_tensor(x: np.ndarray, scale: float = 1.0) -> Tensor:
+    """A NumPy batch as a float32 tensor divided by scale."""
+    return torch.from_numpy(np.ascontiguousarray(x)).float() / scale

@@ -1,0 +1,31 @@
+"""Depth maps: (N, H, W) float32 metres, 0 = no return. Bundled: 3D shapes ray-cast with trimesh; folders of
+2-D .npy arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .base import Modality, register_modality
+
+SIZE = 64  # folder depth maps are resized (nearest) to SIZE x SIZE
+
+
+def read_depth(path: Path) -> np.ndarray:
+    """One .npy depth map as (SIZE, SIZE) float32 metres; NaN and inf become 0 (no return). Never unpickled."""
+    import torch
+    import torch.nn.functional as F
+
+    depth = np.load(path, allow_pickle=False)  # a pickled .npy is refused, never executed
+    if depth.ndim != 2 or depth.dtype.kind not in "fiu":
+        raise ValueError(f"expected a 2-D numeric depth map, got {depth.dtype} {depth.shape}")
+    depth = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)  # invalid -> no return
+    t = torch.from_numpy(depth)[None, None]
+    return F.interpolate(t, size=(SIZE, SIZE), mode="nearest")[0, 0].numpy()
+
+
+DEPTH = register_modality(Modality(
+    "depth", ndim=3, layout="(N, H, W) float32 metres, 0 = no return", data="shapes",
+    encoder="depth/efficientnet_lite0", template="a depth map of a {}", corpus="corpus_shapes",
+    extensions=(".npy",), read=read_depth, colour="#54A24B", marker="square"))

@@ -3,6 +3,6 @@ add it to the import line below."""
 
 from .base import Modality, colour, get_modality, marker, register_modality
 
-from . import audio, depth, image, video  # noqa: E402,F401  (registration)
+from . import audio, depth, image, points, video  # noqa: E402,F401  (registration)
 
 __all__ = ["Modality", "colour", "get_modality", "marker", "register_modality"]

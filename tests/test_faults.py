@@ -107,6 +107,15 @@ def _resume_other_dim(tmp, partial_run, **_):
     return ["resume", str(tmp / "run")]
 
 
+def _resume_older_format(tmp, partial_run, **_):
+    import json
+    shutil.copytree(partial_run, tmp / "run")
+    for f in (tmp / "run" / "checkpoints").glob("step_*/state.json"):  # as an older mmcl_lab wrote them
+        state = json.loads(f.read_text())
+        f.write_text(json.dumps({k: v for k, v in state.items() if k != "format"} | {"method": {}}))
+    return ["resume", str(tmp / "run")]
+
+
 def _report_torn(tmp, partial_run, **_):
     shutil.copytree(partial_run, tmp / "run")
     (tmp / "run" / "results.csv").write_bytes(b'step,task,modality\n1,"unclosed\n\x00\xff')
@@ -249,6 +258,7 @@ CASES = {
     "resume with rows missing": (_resume_rows_missing, "lacks the rows of steps [0]"),
     "resume with every checkpoint corrupt": (_resume_all_checkpoints_corrupt, "every checkpoint is corrupt"),
     "resume a checkpoint of another model": (_resume_other_dim, "does not fit this model"),
+    "resume a checkpoint of an older release": (_resume_older_format, "checkpoint format 1 from an older mmcl_lab"),
     "raw cache with a flipped byte": (_corrupt_cache("raw"), "unreadable cached dataset"),
     "feature cache with a flipped byte": (_corrupt_cache("features"), "contents do not match their checksum"),
     "feature cache holding NaN": (_corrupt_cache("features", flip=False), "holds NaN or infinite values"),

@@ -196,11 +196,42 @@ def load_config(preset_or_path: str = "default", overrides: dict[str, Any] | Non
     return apply_overrides(cfg, overrides)
 
 
-def tuned_overrides(method: str) -> dict[str, Any]:
-    """The shipped validation-tuned settings of method (empty when it has none), written by `mmcl-lab tune`."""
-    if not TUNED_FILE.exists():
-        return {}
-    return dict((yaml.safe_load(TUNED_FILE.read_text()) or {}).get(method, {}))
+def tuned_overrides(method: str, path: Path = TUNED_FILE) -> dict[str, Any]:
+    """The validation-tuned settings of method that `mmcl-lab tune` wrote to path (the shipped tuned.yaml); a
+    method that never trains has none. A missing file, or a training method missing from it, is an error: a
+    "tuned" run must never quietly run untuned."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: no tuned settings to start from; run `mmcl-lab tune` or drop --tuned")
+    table = read_yaml(path)
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(f"{path}: expected a mapping of method name -> {{dotted key: value}}")
+    if method not in table and method in METHODS and getattr(METHODS.get(method), "trains", True):
+        raise ConfigError(f"{path}: no tuned settings for method {method!r} (tuned: {', '.join(sorted(table))}); "
+                          "tune it or drop --tuned")
+    return dict(table.get(method, {}))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key repeated within one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file, parsed safely with duplicate keys refused; every failure is a ConfigError naming the file."""
+    try:
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file; expected YAML") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
 
 
 # Before modalities were a mapping, each section had one field per modality: data.image, encoders.image,
@@ -367,15 +398,13 @@ def _modalities_from_dict(value: Any) -> dict[str, ModalityConfig]:
 
 
 def from_yaml(path: Path) -> RunConfig:
-    """Read a config.yaml written by to_yaml (or by an older release: see LEGACY)."""
+    """Read a config.yaml written by to_yaml (or by an older release: see LEGACY); errors name the file."""
+    data = read_yaml(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file; expected a config.yaml") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
-    cfg = from_dict(data or {})
-    check_config(cfg)
+        cfg = from_dict(data or {})
+        check_config(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     return cfg
 
 
@@ -401,6 +430,9 @@ def check_config(cfg: RunConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed), ("pretrain.seed", cfg.pretrain.seed)):
+        if not 0 <= seed < 2**63:  # what every generator (NumPy, torch) accepts
+            raise ConfigError(f"{key} must be an integer in [0, 2**63), got {seed}")
     if cfg.pretrain.shift < 0:
         raise ConfigError(f"pretrain.shift must be at least 0, got {cfg.pretrain.shift}")
     for key in ("test_fraction", "val_fraction"):

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .data import RawData, load_raw
 from .encoders import create_encoder
-from .utils import atomic_write_bytes, barrier, cache_path, digest, dist_info, read_tensor_file, tensor_file_bytes
+from .utils import atomic_write_bytes, barrier, cache_path, dist_info, read_tensor_file, tensor_file_bytes
 
 
 @dataclass(frozen=True, eq=False)

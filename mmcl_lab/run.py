@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import errno
 import inspect
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterator
 
@@ -30,7 +32,7 @@ from .config import RunConfig, to_dict, to_yaml
 from .evaluate import evaluate
 from .methods import Context, check_assumptions, create_method
 from .probe import capture
-from .rundir import RESULT_COLUMNS, Run, config_digest, load_tensors  # noqa: F401  (load_tensors: public here too)
+from .rundir import RESULT_COLUMNS, RUN_MARKER, Run, config_digest, load_tensors  # noqa: F401  (load_tensors: public)
 from .streams import TaskStream, build_stream
 from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, digest, dist_info,
                     fsync_dir, resolve_device, seed_everything)
@@ -79,7 +81,14 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     then appears whole (config, provenance, the step -1 results and probes) or not at all. overwrite=True
     replaces a run with another config (say a diverged one) once the new one has got that far."""
     run = Run(out_dir or cfg.out_dir)
-    resuming = preflight(cfg, run.path, overwrite)  # decided once: under torchrun rank 0 may create it meanwhile
+    preflight(cfg, run.path, overwrite)  # fail fast, before the lock is taken
+    with run.lock() if dist_info()[0] == 0 else nullcontext():  # one writer per run folder
+        return _run_locked(cfg, run, stream, stop_after, overwrite, backbone)
+
+
+def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after: int | None, overwrite: bool,
+                backbone: Backbone | None) -> Run:
+    resuming = preflight(cfg, run.path, overwrite)  # again, now that no other writer can change the folder
     device = resolve_device(cfg.train.device)
     stream = stream if stream is not None else build_stream(cfg, device=device)
     backbone = backbone if backbone is not None else build_backbone(cfg, stream, device)
@@ -141,23 +150,50 @@ def preflight(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False) -> b
     """Every check that needs no data, before anything is built or written: the run folder can hold this run,
     the paths and the device exist. Returns whether out_dir holds this run already (to be resumed)."""
     run = Run(out_dir)
+    if run.path.is_symlink():
+        raise ValueError(f"{run.path}: the run folder is a symbolic link (to {os.readlink(run.path)}); give the folder "
+                         "it points to")
     existing = next(p for p in (run.path, *run.path.parents) if p.exists())
     if not existing.is_dir():
         raise NotADirectoryError(f"{existing}: exists and is not a folder, so {run.path} cannot be created; "
                                  "choose another out_dir")
+    if dist_info()[0] == 0:  # under torchrun rank 0 holds the lock for every process
+        run.check_unlocked()  # a writer at work says so before the folder is read
     if not os.access(existing, os.W_OK):
         raise PermissionError(errno.EACCES, "cannot write there (read-only or another user's folder)", str(existing))
     clean_stale_tmp(run.path.parent, f".{run.path.name}.*.tmp", recursive=False)  # a killed creation's staging
-    if run.exists():
+    if run.path.is_dir() and any(run.path.iterdir()):
+        refuse_foreign(run)
         clean_stale_tmp(run.path)
-        if not overwrite and to_yaml(run.config()) != to_yaml(cfg):
-            raise ValueError(f"{run.path} holds a run with a different config ({_tasks_done(run)}); resume it, "
-                             "choose another out_dir, or pass --overwrite to replace it")
-    elif run.path.is_dir() and any(run.path.iterdir()):
-        raise FileExistsError(f"{run.path}: a folder that holds files but no run; choose an empty or new out_dir")
+        if not overwrite:
+            if not run.exists():
+                raise FileNotFoundError(f"{run.path / 'config.yaml'}: missing from the run; rerun with --overwrite")
+            if to_yaml(run.config()) != to_yaml(cfg):
+                raise ValueError(f"{run.path} holds a run with a different config ({_tasks_done(run)}); resume it, "
+                                 "choose another out_dir, or pass --overwrite to replace it")
+            recorded = json.loads((run.path / "provenance.json").read_text()).get("config")
+            if recorded != config_digest(cfg):
+                raise ValueError(f"{run.path / 'config.yaml'} was edited after the run was created; restore it, or "
+                                 "rerun with --overwrite")
     check_paths(cfg)
     resolve_device(cfg.train.device)
     return run.exists() and not overwrite
+
+
+def refuse_foreign(run: Run) -> None:
+    """A folder that mmcl_lab did not make (no run marker), or one with a symbolic link inside, is neither resumed,
+    written to nor replaced: an error that names the file making it foreign."""
+    if not run.is_ours():
+        what = "config.yaml" if run.exists() else "provenance.json"
+        if not run.exists() and not (run.path / what).exists():
+            raise FileExistsError(f"{run.path}: a folder that holds files but no run; choose an empty or new out_dir")
+        raise FileExistsError(f"{run.path / what}: {run.path} is not a run that mmcl_lab made (provenance.json has no "
+                              f"{RUN_MARKER!r} marker), so it is neither resumed nor replaced; choose another out_dir")
+    for root, dirs, files in os.walk(run.path):
+        for name in (*dirs, *files):
+            if os.path.islink(os.path.join(root, name)):
+                raise ValueError(f"{os.path.join(root, name)}: a symbolic link inside the run folder; mmcl_lab never "
+                                 "writes through one: replace it with a real folder or file")
 
 
 def _tasks_done(run: Run) -> str:
@@ -169,7 +205,8 @@ def check_paths(cfg: RunConfig) -> None:
     """Folder datasets and local encoder weights named in cfg exist (checked before anything is written)."""
     for m, entry in cfg.modalities.items():
         if entry.data.startswith("folder:") and not Path(entry.data.removeprefix("folder:")).expanduser().is_dir():
-            raise FileNotFoundError(f"modalities.{m}.data: folder {entry.data.removeprefix('folder:')!r} does not exist")
+            folder = entry.data.removeprefix("folder:")
+            raise FileNotFoundError(f"modalities.{m}.data: folder {folder!r} does not exist")
     encoders = {f"modalities.{m}.encoder": entry.encoder for m, entry in cfg.modalities.items()}
     for key, spec in {**encoders, "encoders.text": cfg.encoders.text}.items():
         _, _, where = spec.partition("@")
@@ -186,7 +223,8 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone,
         shutil.rmtree(stage.path, ignore_errors=True)
         atomic_write_text(stage.path / "config.yaml", to_yaml(cfg))
         atomic_write_json(stage.path / "provenance.json",
-                          {**provenance(device), "prep_seconds": stream.prep_seconds + backbone.seconds,
+                          {RUN_MARKER: 1, "config": config_digest(cfg), **provenance(device),
+                           "prep_seconds": stream.prep_seconds + backbone.seconds,
                            "world_size": dist_info()[1], "start_weights": weights_checksum(model.state_dict()),
                            "backbone": backbone.key})
         _write_step(stage, results, model, method, stream, -1, device)
@@ -214,10 +252,6 @@ def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[
         raise CorruptFile(f"{run.path}: every checkpoint is corrupt; rerun with --overwrite")
     for err in skipped:
         print(f"mmcl-lab: {err}; resuming from the checkpoint before it", file=sys.stderr)
-    recorded = ckpt["state"].get("config") if ckpt else None  # None: a checkpoint from before digests were kept
-    if recorded not in (None, config_digest(cfg)):
-        raise ValueError(f"{run.path / 'config.yaml'} was edited after step {step} was checkpointed with another "
-                         "config; restore it, or rerun with --overwrite")
     missing = sorted(set(range(-1, step + 1)) - set(results.step.astype(int)))
     if missing:
         raise ValueError(f"{run.path / 'results.csv'} lacks the rows of steps {missing} that its checkpoints "
@@ -262,5 +296,6 @@ def resume(run_dir: str | Path, stream: TaskStream | None = None) -> Run:
     run = Run(run_dir)
     if not run.exists():
         raise FileNotFoundError(f"{run.path}: no config.yaml, not a run directory")
+    refuse_foreign(run)  # before its config.yaml is even read
     return run_stream(run.config(), run.path, stream)
 

@@ -3,7 +3,10 @@ atomically and every tensor file checksummed."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +20,13 @@ from .utils import (CorruptFile, atomic_write_bytes, atomic_write_json, atomic_w
 RESULT_COLUMNS = ["step", "task", "modality", "setting", "metric", "value", "n"]
 # 2: a method's state is its nn.Module state_dict (format 1 kept hand-written tensors and JSON values).
 CHECKPOINT_FORMAT = 2
+# provenance.json carries this key (with the run-folder format): the mark that mmcl_lab made the folder, so that
+# --overwrite deletes nothing else. Runs made before the mark existed lack it and are treated as foreign.
+RUN_MARKER = "mmcl_lab_run"
+
+
+class RunLocked(OSError):
+    """Another process is writing the same run folder."""
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:
@@ -51,6 +61,66 @@ class Run:
         """Whether the directory holds a run (its config.yaml)."""
         return (self.path / "config.yaml").exists()
 
+    def is_ours(self) -> bool:
+        """Whether mmcl_lab made this folder: its provenance.json carries the run marker."""
+        try:
+            return RUN_MARKER in json.loads((self.path / "provenance.json").read_text())
+        except (OSError, ValueError):
+            return False
+
+    @property
+    def lock_path(self) -> Path:
+        """The advisory lock file of this run, beside its folder."""
+        return self.path.parent / f".{self.path.name}.lock"
+
+    def _locked_by(self, pid: str) -> RunLocked:
+        return RunLocked(f"{self.lock_path}: {self.path} is being written by another mmcl-lab process (pid {pid}); "
+                         "wait for it to finish, or choose another --out")
+
+    def check_unlocked(self) -> None:
+        """RunLocked if another process holds the run's lock now (a probe that creates nothing)."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            if holder == str(os.getpid()):
+                return  # our own lock
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise self._locked_by(holder or "?") from None
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def lock(self):
+        """Hold the run's advisory lock (an flock on .<name>.lock beside it) while writing; a second writer gets
+        RunLocked naming the holder's pid. The lock file goes when it is released."""
+        path = self.lock_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise self._locked_by(holder) from None
+            try:  # the file may have been released and removed between our open and our lock: then try again
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            os.unlink(path)
+            os.close(fd)  # closing releases the flock; unlinking first lets no one lock the old file
     def config(self) -> RunConfig:
         return from_yaml(self.path / "config.yaml")
 
@@ -66,6 +136,10 @@ class Run:
         missing = [c for c in RESULT_COLUMNS if c not in table.columns]
         if missing:
             raise CorruptFile(f"{path}: not an mmcl_lab results table (no columns {missing})")
+        torn = table[RESULT_COLUMNS].drop(columns="value").isna().any(axis=1)
+        if torn.any() or not pd.api.types.is_numeric_dtype(table.value):
+            row = int(torn.to_numpy().argmax()) + 2 if torn.any() else "?"
+            raise CorruptFile(f"{path}: a torn results table (line {row} is incomplete); rerun the run")
         return table
 
     def write_results(self, df: pd.DataFrame) -> None:
@@ -98,6 +172,8 @@ class Run:
             state = json.loads((d / "state.json").read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise CorruptFile(f"{d / 'state.json'}: unreadable checkpoint state ({type(err).__name__})") from None
+        if not isinstance(state, dict) or not {"step", "rng"} <= set(state):
+            raise CorruptFile(f"{d / 'state.json'}: checkpoint state without its step or RNG states")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{d / 'state.json'}: checkpoint format {state.get('format', 1)} from an older mmcl_lab "
                              f"(this one reads format {CHECKPOINT_FORMAT}); rerun with --overwrite")

@@ -17,7 +17,7 @@ from .batches import merge_spaces
 from .config import RunConfig
 from .data import RawData, split_indices
 from .features import load_features
-from .utils import cache_root, clean_stale_tmp, resolve_device
+from .utils import clean_stale_cache, resolve_device
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,7 +97,7 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.dev
     progress = cfg.train.progress if progress is None else progress
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     start = time.perf_counter()
-    clean_stale_tmp(cache_root(cfg.data.cache_dir))  # what a killed writer left in the cache
+    clean_stale_cache(cfg.data.cache_dir)  # what a killed writer left in the cache
     per_modality = {m: _load_modality(cfg, m, device, progress) for m in cfg.stream.modalities}
     plan = [(m, k) for m in cfg.stream.modalities for k in range(cfg.stream.tasks_per_modality)]
     tasks, names, mods = [], [], []

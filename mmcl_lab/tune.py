@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from .config import RunConfig, apply_overrides, method_settings
+from .config import ConfigError, RunConfig, apply_overrides, method_settings
 from .metrics import summary
 from .run import run_many
 from .utils import atomic_write_text
@@ -67,6 +67,9 @@ def candidates(method: str, budget: int, seed: int = 0) -> list[dict[str, Any]]:
 def tune(cfg: RunConfig, methods: list[str], budget: int, out_dir: str | Path,
          seeds: tuple[int, ...] = (0,)) -> pd.DataFrame:
     """Search every method's space on validation data; write search.csv and the winners as tuned.yaml."""
+    unknown = [m for m in methods if m not in SPACES]
+    if unknown:  # before any stream is built or any run written
+        raise ConfigError(f"--methods: no search space for {unknown}; choose from {', '.join(SPACES)}")
     out = Path(out_dir)
     base = apply_overrides(cfg, {"stream.evaluate_on": "val", "train.progress": False})
     plan = [(m, i, c, s) for m in methods for i, c in enumerate(candidates(m, budget)) for s in seeds]

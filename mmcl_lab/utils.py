@@ -124,6 +124,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
+CACHE_KINDS = ("raw", "features", "backbones")  # the cache's own subfolders (cache_path's `kind`)
+
+
+def clean_stale_cache(cache_dir: str = "") -> list[Path]:
+    """What a killed writer left in the cache: only temp files of the cache's own entries, in its own subfolders,
+    never anything else below a folder that a user may have named as the cache."""
+    root = cache_root(cache_dir)
+    return [p for kind in CACHE_KINDS for suffix in (".npz", ".safetensors")
+            for p in clean_stale_tmp(root / kind, f".*{suffix}.*.tmp", recursive=False)]
+
+
 def digest(obj: Any, length: int = 16) -> str:
     """A short sha256 of bytes, text or a JSON-able object (keys sorted): the one hash behind every cache key,
     run name and checksum in the package."""

@@ -36,7 +36,8 @@ def folder_with(tmp_path, files):
 
 RAW_CASES = {
     "unknown modality": (dict(modality="smell"), "unknown modality 'smell'"),
-    "wrong array rank": (dict(x=np.zeros((4, 8), np.uint8)), r"must be \(N, H, W\) uint8 grey \(3 dimensions\), got shape"),
+    "wrong array rank": (dict(x=np.zeros((4, 8), np.uint8)),
+                         r"must be \(N, H, W\) uint8 grey \(3 dimensions\), got shape"),
     "label outside class list": (dict(y=np.array([0, 0, 1, 5])), r"labels must lie in \[0, 1\], found 0..5"),
     "duplicate class names": (dict(class_names=("a", "a")), "duplicate class names"),
     "class without a name": (dict(class_names=("a", " ")), "every class needs a non-empty name"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,8 @@ import torch
 from safetensors.torch import save_file
 
 from mmcl_lab import cli, utils
-from mmcl_lab.config import apply_overrides
+from mmcl_lab.config import apply_overrides, from_yaml
+from mmcl_lab.rundir import config_digest
 from mmcl_lab.run import Run, resume, run_stream
 from mmcl_lab.streams import build_stream
 
@@ -205,6 +207,74 @@ def _preset_file(content: bytes):
     return setup
 
 
+def _project_folder(*extra):
+    """A user's project folder that holds its own config.yaml, code and data: never a run to replace."""
+    def setup(tmp, **_):
+        _write(tmp / "project" / "config.yaml", "epochs: 3\nlr: 0.1\n")
+        _write(tmp / "project" / "train.py", "print('my training script')\n")
+        _write(tmp / "project" / "data" / "x.csv", "1,2\n")
+        return [*RUN, str(tmp / "project"), *extra]
+    return setup
+
+
+def _out_symlink(tmp, partial_run, **_):
+    shutil.copytree(partial_run, tmp / "real")
+    (tmp / "link").symlink_to(tmp / "real", target_is_directory=True)
+    return [*RUN, str(tmp / "link"), "--overwrite"]
+
+
+def _symlinked_checkpoints(tmp, partial_run, **_):
+    shutil.copytree(partial_run, tmp / "run")
+    shutil.move(tmp / "run" / "checkpoints", tmp / "elsewhere")
+    (tmp / "run" / "checkpoints").symlink_to(tmp / "elsewhere", target_is_directory=True)
+    return ["resume", str(tmp / "run")]
+
+
+def _edited_before_any_checkpoint(tmp, partial_run, **_):
+    shutil.copytree(partial_run, tmp / "run")
+    shutil.rmtree(tmp / "run" / "checkpoints")
+    cfg = tmp / "run" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("lr: 0.002", "lr: 0.003"))
+    return ["resume", str(tmp / "run")]
+
+
+def _report_torn_row(tmp, partial_run, **_):
+    shutil.copytree(partial_run, tmp / "run")
+    table = (tmp / "run" / "results.csv").read_text()
+    (tmp / "run" / "results.csv").write_text(table[: len(table) - 30])  # cut inside the last row
+    return ["report", str(tmp / "run")]
+
+
+def _audio_only_mp4(path: Path):
+    import av
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+
+
+def _truncated_mp4(path: Path):
+    import av
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for k in range(16):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 10 * k, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+def _npz(path: Path):
+    with open(path, "wb") as f:
+        np.savez(f, depth=np.ones((8, 8), np.float32))
+
+
 # (setup, a fragment the one-line message must contain)
 CASES = {
     "lr infinite": (_run("out", "train.lr=inf"), "train.lr must be a finite positive number"),
@@ -217,7 +287,8 @@ CASES = {
     "absent CUDA": (_run("out", "train.device=cuda:0"), "train.device='cuda:0' but CUDA is not available"),
     "template with a named slot": (_run("out", "modalities.image.template={x}"),
                                    "modalities.image.template '{x}' must hold exactly one"),
-    "template without a slot": (_run("out", "templates.audio=a sound"), "modalities.audio.template 'a sound' must hold"),
+    "template without a slot": (_run("out", "templates.audio=a sound"),
+                                "modalities.audio.template 'a sound' must hold"),
     "negative probe count": (_run("out", "probe.per_class=-1"), "probe.per_class must be at least 1, got -1"),
     "one sample per class": (_run("out", "data.n_per_class=1"), "data.n_per_class must be at least 3"),
     "negative memory": (_run("out", "method.name=er", "method.params.memory_size=-5"),
@@ -253,7 +324,7 @@ CASES = {
     "report a torn results.csv": (_report_torn, "results.csv: not a readable results table"),
     "report a foreign results.csv": (_report_foreign, "results.csv: not an mmcl_lab results table"),
     "resume without a run": (lambda tmp, **_: ["resume", str(tmp / "nothing")], "no config.yaml, not a run directory"),
-    "resume an edited config": (_resume_edited, "config.yaml was edited after step 1 was checkpointed"),
+    "resume an edited config": (_resume_edited, "config.yaml was edited after the run was created"),
     "resume without results.csv": (_resume_without_results, "lacks the rows of steps [-1, 0, 1]"),
     "resume with rows missing": (_resume_rows_missing, "lacks the rows of steps [0]"),
     "resume with every checkpoint corrupt": (_resume_all_checkpoints_corrupt, "every checkpoint is corrupt"),
@@ -273,6 +344,28 @@ CASES = {
                                             for c in "ab" for i in range(3)}), "a/0.wav: audio sample holds NaN"),
     "pickled depth map": (_folder_case("depth", {f"{c}/{i}.npy": _npy(np.array([{}], dtype=object), pickle=True)
                                                  for c in "ab" for i in range(3)}), "a/0.npy: cannot read as depth"),
+    "--overwrite on a project folder with its own config.yaml": (_project_folder("--overwrite"),
+                                                                 "project/config.yaml: "),
+    "a project folder with its own config.yaml": (_project_folder(), "is not a run that mmcl_lab made"),
+    "--out is a symbolic link": (_out_symlink, "the run folder is a symbolic link"),
+    "a symbolic link inside the run": (_symlinked_checkpoints, "checkpoints: a symbolic link inside the run folder"),
+    "config edited before any checkpoint": (_edited_before_any_checkpoint, "config.yaml was edited after the run was"),
+    "report a torn last row": (_report_torn_row, "results.csv: a torn results table"),
+    "negative data seed": (_run("out", "data.seed=-1"), "data.seed must be an integer in [0, 2**63), got -1"),
+    "seed above 2**64": (_run("out", f"seed={2**65}"), "seed must be an integer in [0, 2**63)"),
+    "duplicate YAML key": (_preset_file(b"train:\n  lr: 0.1\ntrain:\n  epochs: 2\n"), "my.yaml: not valid YAML"),
+    "tune an unknown method": (lambda tmp, **_: ["tune", "--preset", "ci", "--methods", "x", "--out", str(tmp / "t")],
+                               "--methods: no search space for ['x']"),
+    "npz renamed .npy": (_folder_case("depth", {f"{c}/{i}.npy": _npz for c in "ab" for i in range(3)}),
+                         "a/0.npy: cannot read as depth (ValueError: an .npz archive, not a .npy array"),
+    "audio-only mp4": (_folder_case("video", {f"{c}/{i}.mp4": _audio_only_mp4 for c in "ab" for i in range(3)}),
+                       "a/0.mp4: cannot read as video (ValueError: no video frames (the file has no video stream)"),
+    "truncated mp4": (_folder_case("video", {f"{c}/{i}.mp4": _truncated_mp4 for c in "ab" for i in range(3)}),
+                      "a/0.mp4: cannot read as video (InvalidDataError"),
+    "1 Hz wav": (_folder_case("audio", {f"{c}/{i}.wav": _wav(np.zeros(5, np.float32), rate=1)
+                                        for c in "ab" for i in range(3)}), "sample rate 1 Hz is below 1000 Hz"),
+    "class-name clash": (_folder_case("image", {f"{c}/{i}.png": _png16 for c in ("rain_drops", "rain drops")
+                                                for i in range(3)}), "both name the class 'rain drops'"),
 }
 
 
@@ -401,3 +494,92 @@ def test_the_readme_quickstart_runs_as_a_plain_script_on_an_empty_cache(tmp_path
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout.split()[-1]) > 0
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_out_at_once_one_proceeds_and_the_other_names_the_lock(cache_dir, ci_stream, tmp_path):
+    out = tmp_path / "out"
+    first = _cli_process([*RUN, str(out), "train.epochs=200"], str(cache_dir))
+    lock = tmp_path / ".out.lock"
+    deadline = time.monotonic() + 120
+    while not lock.exists():  # the first run holds the folder
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.1)
+    second = _cli_process([*RUN, str(out), "train.lr=0.003"], str(cache_dir))
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2 and err.count("\n") == 1, err
+    assert f"{lock}: {out} is being written by another mmcl-lab process (pid {first.pid})" in err
+    first.send_signal(signal.SIGINT)
+    first.communicate(timeout=60)
+    assert "lr: 0.002" in (out / "config.yaml").read_text()  # the folder is the first run's
+    assert not lock.exists()  # released with the run
+
+
+@pytest.mark.slow
+def test_one_cache_filled_by_two_processes_at_once_holds_the_same_checksummed_features(tmp_path):
+    cache = tmp_path / "shared_cache"
+    script = ("import sys; import mmcl_lab as mm; from mmcl_lab.utils import tensors_digest\n"
+              "stream = mm.build_stream(mm.load_config('ci', {'stream.modalities': 'image,audio'}))\n"
+              "print(tensors_digest({str(t.id): t.train_x for t in stream}))\n")
+    env = {**os.environ, "MMCL_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outputs]
+    assert outputs[0][0] == outputs[1][0] and outputs[0][0].strip()  # both read the same features
+    for f in cache.rglob("*.safetensors"):
+        utils.read_tensor_file(f, "")  # every cached file reads back and matches its checksum
+    assert not list(cache.rglob("*.tmp"))
+
+
+def test_pickled_text_weights_are_refused_before_any_unpickler_runs(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "PWNED",))
+
+    weights = tmp_path / "minilm"
+    _write(weights / "config.json", '{"model_type": "bert"}')
+    _write(weights / "pytorch_model.bin", pickle.dumps(Payload()))
+    from mmcl_lab.encoders import create_encoder
+    with pytest.raises(ValueError, match=r"no .safetensors weights; pickled \['pytorch_model.bin'\] are refused"):
+        create_encoder(f"text/minilm@{weights}")
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_stale_temp_files_in_a_user_folder_named_as_the_cache_survive_resume(cache_dir, ci_cfg, partial_run, tmp_path):
+    user = tmp_path / "home"  # data.cache_dir=~ or a shared MMCL_CACHE: a folder that is not only ours
+    shutil.copytree(cache_dir, user)
+    dead = 2**22 + 12345  # above the usual pid range: no such process
+    theirs = [_write(user / f".x.{dead}.y.tmp", "mine"), _write(user / "notes" / f".draft.{dead}.z.tmp", "mine")]
+    ours = _write(user / "features" / f".mnist-x.safetensors.{dead}.q.tmp", "half")
+    shutil.copytree(partial_run, tmp_path / "run")
+    cfg = tmp_path / "run" / "config.yaml"
+    cfg.write_text(cfg.read_text().replace(f"cache_dir: {ci_cfg.data.cache_dir}", f"cache_dir: {user}"))
+    (tmp_path / "run" / "provenance.json").write_text(json.dumps(
+        {**json.loads((tmp_path / "run" / "provenance.json").read_text()),
+         "config": config_digest(from_yaml(cfg))}))  # the same run, pointed at the user's folder
+    resume(tmp_path / "run")
+    assert all(p.read_text() == "mine" for p in theirs) and not ours.exists()
+
+
+def test_a_checkpoint_state_without_its_rng_falls_back_to_the_one_before(ci_cfg, partial_run, tmp_path, capsys):
+    shutil.copytree(partial_run, tmp_path / "run")
+    state = tmp_path / "run" / "checkpoints" / "step_001" / "state.json"
+    state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "rng"}))
+    resume(tmp_path / "run")
+    assert "state.json: checkpoint state without its step or RNG states; resuming from the checkpoint before it" \
+        in capsys.readouterr().err
+
+
+def test_tuned_settings_that_are_missing_or_malformed_are_errors(tmp_path):
+    from mmcl_lab.config import ConfigError, TUNED_FILE, tuned_overrides
+    assert tuned_overrides("comm") and tuned_overrides("zeroshot") == {}  # a method that never trains has none
+    with pytest.raises(ConfigError, match="tuned.yaml: no tuned settings to start from; run `mmcl-lab tune`"):
+        tuned_overrides("comm", tmp_path / "tuned.yaml")
+    with pytest.raises(ConfigError, match="no tuned settings for method 'comm'"):
+        tuned_overrides("comm", _write(tmp_path / "some.yaml", "er: {train.lr: 0.001}\n"))
+    with pytest.raises(ConfigError, match="bad.yaml: expected a mapping of method name"):
+        tuned_overrides("comm", _write(tmp_path / "bad.yaml", "- comm\n- er\n"))
+    assert TUNED_FILE.name == "tuned.yaml"

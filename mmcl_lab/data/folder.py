@@ -61,5 +61,10 @@ def read_folder(root: Path, modality: str, max_per_class: int | None = None) -> 
         xs += [_read_sample(path, kind) for path in files]
         ys += [label] * len(files)
     names = tuple(d.name.replace("_", " ") for d in class_dirs)
+    for name in set(names):  # `rain_drops` and `rain drops` would both be "rain drops"
+        clash = [str(d) for d, n in zip(class_dirs, names) if n == name]
+        if len(clash) > 1:
+            raise ValueError(f"{clash[0]} and {clash[1]}: both name the class {name!r} (underscores read as spaces); "
+                             "rename one")
     return RawData(f"folder:{root.name}", modality, np.stack(xs), np.array(ys, dtype=np.int64), names,
                    kind.sample_rate)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import zlib
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -60,6 +61,19 @@ class TextEncoder(nn.Module):
     def encode(self, texts: list[str]) -> Tensor:
         """(N,) strings -> (N, E) L2-normalised embeddings."""
         raise NotImplementedError
+
+
+def safetensors_only(path: str, name: str) -> str:
+    """The weights' location for encoder name; a local folder must hold safetensors weights: one with only pickled
+    files (pytorch_model.bin, ...) is refused before anything reads them, since unpickling can run code."""
+    if not path:
+        raise ValueError(f"encoder {name!r} needs weights: use '{name}@<local dir or hub id>'")
+    local = Path(path).expanduser()
+    if local.is_dir() and not any(local.glob("*.safetensors")):
+        pickled = sorted(p.name for p in (*local.glob("*.bin"), *local.glob("*.pt"), *local.glob("*.pth")))
+        raise ValueError(f"{local}: no .safetensors weights" + (f"; pickled {pickled} are refused (they can run "
+                         "code): convert them to model.safetensors" if pickled else ""))
+    return path
 
 
 def create_encoder(spec: str) -> nn.Module:

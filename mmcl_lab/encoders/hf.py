@@ -6,29 +6,15 @@ Nothing is downloaded unless you name a hub id with network access; tests build 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Encoder, as_float_tensor, depth_to_image, register_encoder
+from .base import Encoder, as_float_tensor, depth_to_image, register_encoder, safetensors_only
 
 CLIP_MEAN = torch.tensor([0.4815, 0.4578, 0.4082]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.2686, 0.2613, 0.2758]).view(1, 3, 1, 1)
-
-
-def _need(path: str, name: str) -> str:
-    """The weights' location; a local folder must hold safetensors weights (pickled .bin files are refused)."""
-    if not path:
-        raise ValueError(f"encoder {name!r} needs weights: use '{name}@<local dir or hub id>'")
-    local = Path(path).expanduser()
-    if local.is_dir() and not any(local.glob("*.safetensors")):
-        pickled = sorted(p.name for p in local.glob("*.bin"))
-        raise ValueError(f"{local}: no .safetensors weights" + (f"; pickled {pickled} are refused (they can run "
-                         "code): convert them to model.safetensors" if pickled else ""))
-    return path
 
 
 class _CLIPVision(Encoder):
@@ -40,7 +26,8 @@ class _CLIPVision(Encoder):
         super().__init__()
         from transformers import CLIPVisionModel
 
-        self.model = CLIPVisionModel.from_pretrained(_need(path, f"{self.modality}/clip"), use_safetensors=True)
+        self.model = CLIPVisionModel.from_pretrained(safetensors_only(path, f"{self.modality}/clip"),
+                                                     use_safetensors=True)
         self.size = self.model.config.image_size
         self.dim = self.model.config.hidden_size
         self.feature_space = f"{self.modality}/clip:{path}"
@@ -99,7 +86,7 @@ class VideoMAE(Encoder):
         super().__init__()
         from transformers import VideoMAEModel
 
-        self.model = VideoMAEModel.from_pretrained(_need(path, "video/videomae"), use_safetensors=True)
+        self.model = VideoMAEModel.from_pretrained(safetensors_only(path, "video/videomae"), use_safetensors=True)
         cfg = self.model.config
         self.size, self.frames, self.dim = cfg.image_size, cfg.num_frames, cfg.hidden_size
         self.feature_space = f"video/videomae:{path}"
@@ -125,7 +112,7 @@ class AudioCLAP(Encoder):
         super().__init__()
         from transformers import ClapFeatureExtractor, ClapModel
 
-        self.model = ClapModel.from_pretrained(_need(path, "audio/clap"), use_safetensors=True)
+        self.model = ClapModel.from_pretrained(safetensors_only(path, "audio/clap"), use_safetensors=True)
         self.extractor = ClapFeatureExtractor.from_pretrained(path)
         self.dim = self.model.config.projection_dim
         self.feature_space = f"audio/clap:{path}"

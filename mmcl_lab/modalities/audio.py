@@ -10,6 +10,7 @@ import numpy as np
 from .base import Modality, register_modality
 
 SAMPLE_RATE, MAX_SECONDS = 22050, 5.0  # folder audio: mono at SAMPLE_RATE, the first MAX_SECONDS (zero-padded)
+MIN_RATE = 1000  # below this a file is not sound to learn from: resampling would invent it
 
 
 def read_audio(path: Path) -> np.ndarray:
@@ -21,6 +22,8 @@ def read_audio(path: Path) -> np.ndarray:
     wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
     if not len(wav):
         raise ValueError("empty file: no audio samples")
+    if rate < MIN_RATE:
+        raise ValueError(f"sample rate {rate} Hz is below {MIN_RATE} Hz")
     wav = torch.from_numpy(wav.mean(1))
     if rate != SAMPLE_RATE:
         wav = AF.resample(wav, rate, SAMPLE_RATE)

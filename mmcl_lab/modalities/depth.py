@@ -18,6 +18,9 @@ def read_depth(path: Path) -> np.ndarray:
     import torch.nn.functional as F
 
     depth = np.load(path, allow_pickle=False)  # a pickled .npy is refused, never executed
+    if isinstance(depth, np.lib.npyio.NpzFile):
+        depth.close()
+        raise ValueError("an .npz archive, not a .npy array: save the depth map with np.save")
     if depth.ndim != 2 or depth.dtype.kind not in "fiu":
         raise ValueError(f"expected a 2-D numeric depth map, got {depth.dtype} {depth.shape}")
     depth = np.nan_to_num(depth.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)  # invalid -> no return

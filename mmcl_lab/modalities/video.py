@@ -17,6 +17,8 @@ def read_video(path: Path) -> np.ndarray:
     from PIL import Image
 
     with av.open(str(path)) as container:  # first pass: count the frames
+        if not container.streams.video:
+            raise ValueError("no video frames (the file has no video stream)")
         total = sum(1 for _ in container.decode(video=0))
     if not total:
         raise ValueError("no video frames")

@@ -469,14 +469,23 @@ def _cli_process(args: list[str], cache: str, **kw) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_ctrl_c_exits_130_with_one_line(cache_dir, ci_stream, tmp_path):
-    out = tmp_path / "out"
-    proc = _cli_process([*RUN, str(out), "train.epochs=400"], str(cache_dir))
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoints").exists():  # training has begun
-        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()[-2000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    out, log = tmp_path / "out", tmp_path / "stderr.txt"
+    env = {**os.environ, "MMCL_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
+    with open(log, "w") as stderr:  # a file, not a pipe: only the process itself is waited for, never a pipe's holders
+        proc = subprocess.Popen([sys.executable, "-m", "mmcl_lab.cli", *RUN, str(out), "train.epochs=400"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints").exists():  # training has begun
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # still running: have faulthandler print where every thread is
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+            pytest.fail(f"no exit 120 s after SIGINT; the process's threads:\n{log.read_text()[-6000:]}")
+    err = log.read_text()
     assert proc.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in err

@@ -34,9 +34,9 @@ def load_features(spec: str, modality: str, encoder_spec: str, n_per_class: int,
                   **options) -> Features:
     """The dataset spec names for modality, encoded by encoder_spec: both read from the cache when they can be."""
     raw = load_raw(spec, modality, n_per_class, seed, cache_dir, **options)
-    encoder = create_encoder(encoder_spec)
-    tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress)
-    return Features(raw, tokens, encoder.feature_space, [encoder.cache_key(), data_fingerprint(raw)])
+    encoder, fingerprint = create_encoder(encoder_spec), data_fingerprint(raw)
+    tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress, fingerprint)
+    return Features(raw, tokens, encoder.feature_space, [encoder.cache_key(), fingerprint])
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -74,9 +74,12 @@ def encode(encoder, raw: RawData, batch_size: int = 64, device: torch.device | s
 
 
 def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int = 64,
-                    device: torch.device | str = "cpu", progress: bool = True) -> Tensor:
-    """Features of raw under encoder, computed once and then read from the cache."""
-    key_src = json.dumps({"encoder": encoder.cache_key(), "data": data_fingerprint(raw)})
+                    device: torch.device | str = "cpu", progress: bool = True,
+                    fingerprint: str | None = None) -> Tensor:
+    """Features of raw under encoder, computed once and then read from the cache (fingerprint: raw's
+    data_fingerprint, when the caller has it already)."""
+    fingerprint = fingerprint or data_fingerprint(raw)
+    key_src = json.dumps({"encoder": encoder.cache_key(), "data": fingerprint})
     path = cache_path(cache_dir, "features", raw.name, key_src, ".safetensors")
     barrier()  # every process sees the same cache state
     if path.exists():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import inspect
-import json
 import os
 import platform
 import shutil
@@ -171,8 +170,7 @@ def preflight(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False) -> b
             if to_yaml(run.config()) != to_yaml(cfg):
                 raise ValueError(f"{run.path} holds a run with a different config ({_tasks_done(run)}); resume it, "
                                  "choose another out_dir, or pass --overwrite to replace it")
-            recorded = json.loads((run.path / "provenance.json").read_text()).get("config")
-            if recorded != config_digest(cfg):
+            if run.provenance().get("config") != config_digest(cfg):
                 raise ValueError(f"{run.path / 'config.yaml'} was edited after the run was created; restore it, or "
                                  "rerun with --overwrite")
     check_paths(cfg)

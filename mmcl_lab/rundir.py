@@ -61,21 +61,31 @@ class Run:
         """Whether the directory holds a run (its config.yaml)."""
         return (self.path / "config.yaml").exists()
 
+    def provenance(self) -> dict:
+        """The run's provenance.json ({} when it is missing or unreadable)."""
+        try:
+            found = json.loads((self.path / "provenance.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
     def is_ours(self) -> bool:
         """Whether mmcl_lab made this folder: its provenance.json carries the run marker."""
-        try:
-            return RUN_MARKER in json.loads((self.path / "provenance.json").read_text())
-        except (OSError, ValueError):
-            return False
+        return RUN_MARKER in self.provenance()
 
     @property
     def lock_path(self) -> Path:
         """The advisory lock file of this run, beside its folder."""
         return self.path.parent / f".{self.path.name}.lock"
 
-    def _locked_by(self, pid: str) -> RunLocked:
-        return RunLocked(f"{self.lock_path}: {self.path} is being written by another mmcl-lab process (pid {pid}); "
-                         "wait for it to finish, or choose another --out")
+    def _take(self, fd: int) -> None:
+        """flock fd without waiting, or RunLocked naming the pid the holder wrote into the lock file."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise RunLocked(f"{self.lock_path}: {self.path} is being written by another mmcl-lab process (pid "
+                            f"{holder}); wait for it to finish, or choose another --out") from None
 
     def check_unlocked(self) -> None:
         """RunLocked if another process holds the run's lock now (a probe that creates nothing)."""
@@ -84,13 +94,9 @@ class Run:
         except FileNotFoundError:
             return
         try:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
-            if holder == str(os.getpid()):
-                return  # our own lock
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except BlockingIOError:
-            raise self._locked_by(holder or "?") from None
+            if os.pread(fd, 32, 0).decode(errors="replace").strip() != str(os.getpid()):  # not our own lock
+                self._take(fd)
+                fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
 
@@ -103,11 +109,10 @@ class Run:
         while True:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                self._take(fd)
+            except RunLocked:
                 os.close(fd)
-                raise self._locked_by(holder) from None
+                raise
             try:  # the file may have been released and removed between our open and our lock: then try again
                 if os.stat(path).st_ino == os.fstat(fd).st_ino:
                     break
@@ -121,6 +126,7 @@ class Run:
         finally:
             os.unlink(path)
             os.close(fd)  # closing releases the flock; unlinking first lets no one lock the old file
+
     def config(self) -> RunConfig:
         return from_yaml(self.path / "config.yaml")
 

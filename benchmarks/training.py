@@ -1,4 +1,4 @@
-"""Training speed and memory per method, scaling with tasks and classes, probe/UMAP cost, loop overhead.
+"""Training speed and memory per method, scaling with tasks and classes, probe/UMAP/retrieval cost, loop overhead.
 
     python benchmarks/training.py [per_method] [loop_overhead] [scaling] [probe_cost]
 
@@ -15,10 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 from mmcl_lab.config import apply_overrides, load_config
+from mmcl_lab.evaluate import evaluate
+from mmcl_lab.retrieval import both_ways
+from mmcl_lab.probe import knn_overlap
 from mmcl_lab.methods import Context, create_method
 from mmcl_lab.backbones import build_backbone
 from mmcl_lab.registry import METHODS
@@ -122,6 +126,16 @@ def scaling(cfg) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _knn_overlap_pairwise(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
+    """probe.knn_overlap as it was before scikit-learn: the full (N, N, E) difference tensor, for the ratio."""
+    def knn(Z):
+        d = ((Z[:, None, :] - Z[None, :, :]) ** 2).sum(-1)  # (N, N)
+        np.fill_diagonal(d, np.inf)
+        return np.argsort(d, axis=1, kind="stable")[:, :k]
+    a, b = knn(X), knn(Y)
+    return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(len(X))]))
+
+
 def probe_cost(cfg, stream) -> pd.DataFrame:
     """Per step: capturing the probe set; and the one-off 2-D projection over all steps (PCA vs UMAP)."""
     from mmcl_lab import viz
@@ -136,6 +150,27 @@ def probe_cost(cfg, stream) -> pd.DataFrame:
     capture(model, method, stream, DEVICE)
     per_step = time.perf_counter() - start
     rows = [dict(what="probe capture per step", points=sum(len(t.probe) for t in stream), seconds=round(per_step, 3))]
+    tests = sum(len(t.test_y) for t in stream)
+    start = time.perf_counter()
+    evaluate(model, method, stream, len(stream) - 1, DEVICE)
+    rows.append(dict(what="evaluation per step: accuracy and retrieval, both settings", points=tests,
+                     seconds=round(time.perf_counter() - start, 3)))
+    with torch.no_grad():  # the retrieval metrics alone, on embeddings made beforehand, both settings
+        ready = [(torch.cat([method.embed(model, t.test_x, t.feature_space, m) for t in tasks]),
+                  torch.cat([t.test_y for t in tasks]), [c for t in tasks for c in t.classes])
+                 for m in stream.modalities for tasks in [[t for t in stream if t.modality == m]]] * 2
+    start = time.perf_counter()
+    for z, y, classes in ready:
+        both_ways(z, y, model.class_text, classes)
+    rows.append(dict(what="  of which the retrieval metrics (torchmetrics)", points=tests,
+                     seconds=round(time.perf_counter() - start, 3)))
+    X, Y = np.random.default_rng(0).normal(size=(2, 400, cfg.model.dim))
+    for what, fn in (("kNN overlap, scikit-learn (probe.knn_overlap)", knn_overlap),
+                     ("kNN overlap, the former hand-written (N, N, E) version", _knn_overlap_pairwise)):
+        start = time.perf_counter()
+        for _ in range(5):
+            fn(X, Y)
+        rows.append(dict(what=what, points=len(X), seconds=round((time.perf_counter() - start) / 5, 4)))
     for proj in ("pca", "umap"):
         start = time.perf_counter()
         coords = viz.project(run, "known", proj)

@@ -21,14 +21,22 @@ def _overrides(pairs: list[str]) -> dict[str, str]:
     return out
 
 
-def report(run_dir: str | Path) -> str:
-    """The results of a run as Markdown: the accuracy matrix per setting and the summary metrics."""
-    from .metrics import accuracy_matrix, summary
+def _existing_run(run_dir: str | Path):
+    """The run in run_dir, or FileNotFoundError when the folder holds none."""
     from .run import Run
 
     run = Run(run_dir)
-    if not (run.path / "config.yaml").exists():
+    if not run.exists():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no config.yaml)")
+    return run
+
+
+def report(run_dir: str | Path, latex: str | Path | None = None) -> str:
+    """The results of a run as Markdown: the accuracy matrix per setting, the summary metrics (ZSCL's Transfer / Avg
+    / Last among them) and retrieval after the last task; latex, if given, is a file for the summary as LaTeX."""
+    from .metrics import accuracy_matrix, summary
+
+    run = _existing_run(run_dir)
     results = run.results()
     if results.empty:
         return f"{run_dir}: no results yet"
@@ -42,7 +50,26 @@ def report(run_dir: str | Path) -> str:
         lines += ["| init | " + " | ".join(f"{v:.3f}" for v in init) + " |"]
         lines += [f"| {i} | " + " | ".join(f"{v:.3f}" for v in row) + " |" for i, row in enumerate(R)]
         lines.append("")
-    lines += ["## summary", "", summary(results).to_markdown(index=False, floatfmt=".3f"), ""]
+    table = summary(results)
+    lines += ["## summary (zscl_*: ZSCL's Transfer / Avg / Last)", "", table.to_markdown(index=False, floatfmt=".3f"),
+              ""]
+    found = run.retrieval()
+    if len(found):
+        from .retrieval import wide
+
+        last = found[found.step == found.step.max()]
+        lines += [f"## retrieval after task {int(last.step.max())} (tasks trained so far)", "",
+                  wide(last, ["setting", "modality"]).reset_index().to_markdown(index=False, floatfmt=".3f"), ""]
+    if latex is not None:
+        from .latex import booktabs, number
+        from .utils import atomic_write_text
+
+        metrics = [c for c in table.columns if c not in ("setting", "modality")]
+        cells = table[["setting", "modality"]].assign(**{m: [number(v) for v in table[m]] for m in metrics})
+        atomic_write_text(Path(latex), booktabs(cells.rename(columns=lambda c: c.replace("_", " ")), None,
+                                                caption=f"{run.config().method.name}: metrics per setting and "
+                                                        "modality (one run)", label="tab:run",
+                                                sources=[str(run.path / "results.csv")]))
     return "\n".join(lines)
 
 
@@ -98,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     p_resume.add_argument("run_dir")
     p_report = sub.add_parser("report", help="print a run's accuracy matrices and metrics")
     p_report.add_argument("run_dir")
+    p_report.add_argument("--latex", default=None, help="also write the summary as a LaTeX (booktabs) table here")
     p_cmp = sub.add_parser("compare", help="several methods x seeds on one stream -> CSV + Markdown table")
     p_cmp.add_argument("--preset", default="default")
     p_cmp.add_argument("--methods", default="all", help="comma-separated names, or 'all'")
@@ -109,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "validation-tuned ones (mmcl_lab/tuned.yaml)")
     p_cmp.add_argument("--out", default="runs/compare")
     p_cmp.add_argument("overrides", nargs="*")
+    p_fig = sub.add_parser("figures", help="write a run's standard figures as files (PDF, SVG or PNG)")
+    p_fig.add_argument("run_dir")
+    p_fig.add_argument("--out", default=None, help="folder for the files (default: <run_dir>/figures)")
+    p_fig.add_argument("--formats", default="pdf,svg", help="comma-separated: pdf, svg, png")
     p_gal = sub.add_parser("gallery", help="execute every notebook and write standalone HTML pages with an index")
     p_gal.add_argument("--preset", default="ci")
     p_gal.add_argument("--out", default="gallery")
@@ -193,7 +225,12 @@ def _dispatch(args) -> int:
         run = resume(args.run_dir)
         say(report(run.path))
     elif args.command == "report":
-        say(report(args.run_dir))
+        say(report(args.run_dir, args.latex))
+    elif args.command == "figures":
+        from .viz import write_figures
+        run = _existing_run(args.run_dir)
+        paths = write_figures(run, args.out or run.path / "figures", tuple(args.formats.split(",")))
+        say(f"{len(paths)} figure files written to {paths[0].parent}:\n" + "\n".join(p.name for p in paths))
     elif args.command == "compare":
         from .compare import MEMORY_VARIANTS, compare
         cfg = load_config(args.preset, _overrides(args.overrides))

@@ -1,4 +1,4 @@
-"""Several methods x seeds on one stream: a table of mean and std per metric, as CSV and Markdown."""
+"""Several methods x seeds on one stream: a table of mean and std per metric, as CSV, Markdown and LaTeX."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pandas as pd
 from scipy import stats
 
 from .config import ConfigError, RunConfig, apply_overrides, tuned_overrides
+from .latex import best_mask, booktabs, number
 from .metrics import summary
 from .registry import METHODS
+from .retrieval import wide
 from .run import run_many
 from .utils import atomic_write_text
 
@@ -29,7 +31,9 @@ MEMORY_VARIANTS = {  # kept memory swept: ER's buffer size, COMM's and SLCA's st
     "slca lowrank-8": ("slca", {"covariance": "lowrank"}),
     "slca diag": ("slca", {"covariance": "diag"}),
 }
-METRICS = ["avg_acc", "last_acc", "avg_inc_acc", "forgetting", "bwt", "growth", "fwt"]
+MAIN_METRICS = ["avg_acc", "last_acc", "avg_inc_acc", "forgetting", "bwt", "growth", "fwt"]
+ZSCL_METRICS = ["zscl_transfer", "zscl_avg", "zscl_last"]  # ZSCL's Transfer / Avg / Last (metrics.py)
+METRICS = MAIN_METRICS + ZSCL_METRICS
 
 
 def variants(methods: list[str] | None, ablation: bool) -> dict[str, tuple[str, dict]]:
@@ -43,9 +47,10 @@ def variants(methods: list[str] | None, ablation: bool) -> dict[str, tuple[str, 
 
 def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir: str | Path,
             ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None) -> str:
-    """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md} and the
-    per-run table runs.csv. tuned=True starts each method from its shipped validation-tuned settings
-    (tune.py); `extra` adds labelled variants (label -> (method, params))."""
+    """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md,tex} and the
+    per-run table runs.csv (whose results_csv column names the file each row's numbers came from). tuned=True
+    starts each method from its shipped validation-tuned settings (tune.py); `extra` adds labelled variants
+    (label -> (method, params))."""
     for name in methods or ():
         if name not in METHODS:  # an unknown name fails before any stream is built or any run written
             raise ConfigError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS.names())}")
@@ -60,14 +65,22 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
                                                 "out_dir": str(run_dir)})
             labels.append((label, seed))
             jobs.append((run_cfg, run_dir))
-    rows = [summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20)
-            for (label, seed), run in zip(labels, run_many(jobs, "compare"))]
+    rows, found = [], []
+    for (label, seed), run in zip(labels, run_many(jobs, "compare")):
+        rows.append(summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20,
+                                                  results_csv=str(run.path / "results.csv")))
+        last = run.retrieval()
+        found.append(last[last.step == last.step.max()].assign(method=label, seed=seed))
     per_run = pd.concat(rows, ignore_index=True)
     atomic_write_text(out / "runs.csv", per_run.to_csv(index=False))
+    last_retrieval = pd.concat(found, ignore_index=True)
+    atomic_write_text(out / "retrieval.csv", last_retrieval.to_csv(index=False))
     table = aggregate(per_run)
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
-    md = to_markdown(table, paired_tests(per_run))
+    md = to_markdown(table, paired_tests(per_run)) + retrieval_markdown(last_retrieval)
     atomic_write_text(out / "comparison.md", md)
+    atomic_write_text(out / "comparison.tex", to_latex(table, sources=[str(out / "comparison.csv"),
+                                                                          f"{out / 'runs.csv'} (column results_csv)"]))
     return md
 
 
@@ -107,7 +120,7 @@ def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
     for setting in table.setting.unique():
         t = table[(table.setting == setting) & (table.modality == "all")]
         cells = t[["method"]].copy()
-        for m in METRICS:
+        for m in MAIN_METRICS:
             cells[m] = [f"{a:.3f} ± {h:.3f}" if np.isfinite(h) else f"{a:.3f}" for a, h in zip(t[m], t[f"{m}_ci95"])]
         cells["kept MB"] = t.memory_MB.round(2).to_numpy()
         spread = (f"mean ± 95% CI half-width over {t.seeds.max()} seeds, sample std" if t.seeds.max() > 1
@@ -116,8 +129,42 @@ def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
         per_mod = table[(table.setting == setting) & (table.modality != "all")]
         pivot = per_mod.pivot(index="method", columns="modality", values="avg_acc").reindex(t.method)
         parts += [f"average accuracy per modality ({setting})", "", pivot.to_markdown(floatfmt=".3f"), ""]
+        zscl = t[["method"]].assign(**{m.removeprefix("zscl_"): t[m].round(3) for m in ZSCL_METRICS})
+        parts += [f"ZSCL's Transfer / Avg / Last, mean over seeds ({setting}; Last is avg_acc)", "",
+                  zscl.to_markdown(index=False, floatfmt=".3f"), ""]
         if tests is not None and len(tests):
             pt = tests[tests.setting == setting].drop(columns="setting")
             parts += [f"COMM minus each method, average accuracy, paired t-test over seeds ({setting})", "",
                       pt.to_markdown(index=False, floatfmt=".3f"), ""]
+    return "\n".join(parts)
+
+
+def retrieval_markdown(last: pd.DataFrame) -> str:
+    """Per setting: Recall@1/5 and mAP both ways after the last task, averaged over modalities, then seeds."""
+    if last.empty:
+        return ""
+    parts = []
+    mean = (last.groupby(["setting", "method", "seed", "direction", "metric"], sort=False).value.mean()
+            .groupby(["setting", "method", "direction", "metric"], sort=False).mean().reset_index())
+    for setting, part in mean.groupby("setting", sort=False):
+        parts += [f"retrieval after the last task ({setting}; mean over modalities, then seeds; retrieval.csv)", "",
+                  wide(part, ["method"], ("R@1", "R@5", "mAP")).to_markdown(floatfmt=".3f"), ""]
+    return "\n".join(["", *parts])
+
+
+def to_latex(table: pd.DataFrame, sources: list[str]) -> str:
+    """Per setting, one booktabs table over all tasks: mean ± 95% CI half-width of every metric, ZSCL's three
+    included, with the best value per column in bold (growth, which is neither good nor bad, never is)."""
+    parts = []
+    for setting in table.setting.unique():
+        t = table[(table.setting == setting) & (table.modality == "all")].reset_index(drop=True)
+        cells = pd.DataFrame({"method": t.method})
+        for m in METRICS:
+            cells[m] = [number(a, h) for a, h in zip(t[m], t[f"{m}_ci95"])]
+        bold = best_mask(t[METRICS]).assign(method=False)
+        headers = {m: m.replace("zscl_", "ZSCL ").replace("_", " ") for m in METRICS}
+        spread = f"mean $\\pm$ 95\\% CI half-width over {t.seeds.max()} seeds" if t.seeds.max() > 1 else "one seed"
+        parts.append(booktabs(cells.rename(columns=headers), bold.rename(columns=headers),
+                              caption=f"Modality {setting} at test time, all tasks ({spread}); best in bold.",
+                              label=f"tab:compare-{setting}", sources=sources))
     return "\n".join(parts)

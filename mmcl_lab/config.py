@@ -9,6 +9,7 @@ run's preflight (run.py), not the config's.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import re
 import string
@@ -116,6 +117,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     progress: bool = True
+    tensorboard: bool = False  # also write the training log as TensorBoard events, <run>/tensorboard (extra)
 
 
 @dataclass(frozen=True)
@@ -446,6 +448,8 @@ def check_config(cfg: RunConfig) -> None:
     _registered(ENCODERS, cfg.encoders.text, "encoders.text")
     _registered(BACKBONES, cfg.model.backbone, "model.backbone")
     method_settings(cfg.method)
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'mmcl_lab[tensorboard]'")
 
 
 def _check_ranges(cfg: RunConfig) -> None:

@@ -1,8 +1,11 @@
-"""Accuracy of every task after every step, with and without the modality identity, as tidy rows."""
+"""Accuracy of every task, and retrieval per modality, after every step, with and without the modality identity, as
+tidy rows; the zero-shot table of an untouched backbone."""
 
 from __future__ import annotations
 
 import torch
+
+from . import retrieval
 
 SETTINGS = ("known", "agnostic")  # modality identity given at test time, or not
 
@@ -24,24 +27,41 @@ def _accuracy(model, z, y, classes: list[int]) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, method, stream, step: int, device: torch.device) -> list[dict]:
-    """One row per (setting, task): step, task, modality, setting, metric, value, n. metric "acc" is over
+def evaluate(model, method, stream, step: int, device: torch.device) -> tuple[list[dict], list[dict]]:
+    """(accuracy rows, retrieval rows) after step, from one embedding of every test sample per setting.
+
+    Accuracy: one row per (setting, task): step, task, modality, setting, metric, value, n. metric "acc" is over
     label_space(); for the task just trained, "acc_final_space" is the same model over the stream's final
-    label space, which separates label-space growth from forgetting (metrics.label_growth)."""
+    label space, which separates label-space growth from forgetting (metrics.label_growth).
+
+    Retrieval (none before training): per setting and modality with a trained task, Recall@K and mAP both ways
+    (retrieval.both_ways) over the test samples of the modality's tasks trained by step and the label space of
+    accuracy -- with the modality given, its seen classes; hidden, every seen class. One row per (direction,
+    metric): step, modality, setting, direction, metric, value, queries."""
     model.eval()
     settings = SETTINGS if stream.modality_id_at_test else ("agnostic",)
-    rows = []
+    rows, found = [], []
     for setting in settings:
+        seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # modality -> (z, y) of its trained tasks
         for task in stream:
             x, y = task.test_x.to(device), task.test_y.to(device)
-            z = method.embed(model, x, task.feature_space, task.modality if setting == "known" else None)
+            z = method.embed(model, x, task.feature_space, task.modality if setting == "known" else None)  # (N, E)
             row = dict(step=step, task=task.id, modality=task.modality, setting=setting, n=len(y))
             acc = _accuracy(model, z, y, label_space(stream, step, task, setting))
             rows.append({**row, "metric": "acc", "value": acc})
             if task.id == step:
                 final = label_space(stream, len(stream) - 1, task, setting)
                 rows.append({**row, "metric": "acc_final_space", "value": _accuracy(model, z, y, final)})
-    return rows
+            if task.id <= step:
+                seen.setdefault(task.modality, []).append((z, y))
+        for modality, parts in seen.items():
+            z, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])  # (N, E), (N,)
+            classes = label_space(stream, step, next(t for t in stream if t.modality == modality), setting)
+            for direction, scores in retrieval.both_ways(z, y, model.class_text, classes).items():
+                queries = len(y) if direction == "x_to_text" else len(torch.unique(y))
+                found += [dict(step=step, modality=modality, setting=setting, direction=direction, metric=name,
+                               value=value, queries=queries) for name, value in scores.items()]
+    return rows, found
 
 
 @torch.no_grad()
@@ -59,8 +79,7 @@ def zero_shot_table(model, stream, device: torch.device | str = "cpu") -> list[d
         everything = list(range(len(stream.class_names)))
         acc = {setting: _accuracy(model, z, y, classes)
                for setting, classes in (("known", own), ("agnostic", everything))}
-        nearest = y[model.logits(z, own).argmax(0)]  # (C,) the class of each text's nearest sample
-        recall = (nearest == torch.tensor(own, device=device)).float().mean().item()
+        recall = retrieval.both_ways(z, y, model.class_text, own)["text_to_x"]["R@1"]
         rows.append(dict(modality=m, known=acc["known"], agnostic=acc["agnostic"], text_to_sample_r1=recall,
                          classes=len(own), chance_known=1 / len(own), chance_agnostic=1 / len(everything)))
     return rows

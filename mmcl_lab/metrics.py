@@ -66,6 +66,23 @@ def label_growth(R: np.ndarray, final_space: np.ndarray, tasks: Sequence[int] | 
     return _mean([R[j, j] - final_space[j] for j in _cols(R, tasks) if j < T - 1])
 
 
+def zscl_transfer(R: np.ndarray, tasks: Sequence[int] | None = None) -> float:
+    """ZSCL's Transfer (Zheng et al. 2023, MTIL): mean over tasks i >= 1 of (mean over steps j < i of R[j, i]), the
+    zero-shot accuracy on a task before it is trained, averaged over every earlier step. The first task has no
+    such step and is left out; the untrained model (step -1) is not used."""
+    return _mean([float(np.mean(R[:i, i])) for i in _cols(R, tasks) if i >= 1])
+
+
+def zscl_avg(R: np.ndarray, tasks: Sequence[int] | None = None) -> float:
+    """ZSCL's Avg: the mean of R over every step and every task, trained or not."""
+    return _mean([float(np.mean(R[:, j])) for j in _cols(R, tasks)])
+
+
+def zscl_last(R: np.ndarray, tasks: Sequence[int] | None = None) -> float:
+    """ZSCL's Last: the mean of the last row, the same number as average_accuracy (kept under ZSCL's name)."""
+    return average_accuracy(R, tasks)
+
+
 def accuracy_matrix(results: pd.DataFrame, setting: str = "known") -> tuple[np.ndarray, np.ndarray]:
     """(R, init) from the tidy results table: R is (steps, tasks), init the step -1 row."""
     acc = results[(results.metric == "acc") & (results.setting == setting)]
@@ -94,5 +111,7 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
                              avg_acc=average_accuracy(R, cols), last_acc=last_accuracy(R, n_test, cols),
                              avg_inc_acc=average_incremental_accuracy(R, cols),
                              forgetting=forgetting(R, cols), bwt=backward_transfer(R, cols),
-                             growth=label_growth(R, final_space, cols), fwt=forward_transfer(R, init, cols)))
+                             growth=label_growth(R, final_space, cols), fwt=forward_transfer(R, init, cols),
+                             zscl_transfer=zscl_transfer(R, cols), zscl_avg=zscl_avg(R, cols),
+                             zscl_last=zscl_last(R, cols)))
     return pd.DataFrame(rows)

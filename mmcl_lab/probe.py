@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
+
+from .retrieval import both_ways
 
 # ---- capture -------------------------------------------------------------------------------------------
 
@@ -48,16 +51,11 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
     return float(num / den) if den > 0 else float("nan")
 
 
-def _knn(X: np.ndarray, k: int) -> np.ndarray:
-    d = ((X[:, None, :] - X[None, :, :]) ** 2).sum(-1)  # (N, N)
-    np.fill_diagonal(d, np.inf)
-    return np.argsort(d, axis=1, kind="stable")[:, :k]
-
-
 def knn_overlap(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
-    """Mean fraction of each point's k nearest neighbours shared by the two snapshots (1 = unchanged)."""
+    """Mean fraction of each point's k nearest neighbours (Euclidean, itself excluded) shared by the two snapshots
+    (1 = unchanged)."""
     k = min(k, len(X) - 1)
-    a, b = _knn(X, k), _knn(Y, k)
+    a, b = (NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(return_distance=False) for Z in (X, Y))  # (N, k)
     return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(len(X))]))
 
 
@@ -77,17 +75,15 @@ def alignment_uniformity(emb: np.ndarray, labels: np.ndarray, text: np.ndarray) 
     """Wang & Isola (2020): alignment = mean ||z - w_y||^2 to the own class text (lower is better);
     uniformity = log mean exp(-2 ||z_i - z_j||^2) over probe pairs (lower = more spread)."""
     align = float(np.mean(((emb - text[labels]) ** 2).sum(1)))
-    d2 = ((emb[:, None] - emb[None]) ** 2).sum(-1)[np.triu_indices(len(emb), 1)]
-    return align, float(np.log(np.mean(np.exp(-2 * d2))))
+    d2 = torch.pdist(torch.from_numpy(emb).double()).pow(2)  # (N (N - 1) / 2,) as in Wang & Isola's code
+    return align, float(d2.mul(-2).exp().mean().log())
 
 
 def retrieval(emb: np.ndarray, labels: np.ndarray, text: np.ndarray, classes: np.ndarray) -> dict:
-    """Top-1 retrieval among classes, both ways: x->text accuracy and text->x (is the nearest probe of
-    each class text one of its samples). Their difference is the retrieval asymmetry."""
-    sim = emb @ text[classes].T  # (N, C)
-    x2t = float(np.mean(classes[sim.argmax(1)] == labels))
-    present = np.isin(classes, labels)
-    t2x = float(np.mean(labels[sim[:, present].argmax(0)] == classes[present])) if present.any() else float("nan")
+    """Recall@1 among classes, both ways (retrieval.both_ways): x->text accuracy and text->x (is the nearest
+    probe of each class text one of its samples). Their difference is the retrieval asymmetry."""
+    found = both_ways(torch.from_numpy(emb), torch.from_numpy(labels), torch.from_numpy(text), classes.tolist())
+    x2t, t2x = found["x_to_text"]["R@1"], found["text_to_x"]["R@1"]
     return {"x_to_text": x2t, "text_to_x": t2x, "asymmetry": x2t - t2x}
 
 

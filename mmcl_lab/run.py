@@ -19,7 +19,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -31,8 +31,10 @@ from .config import RunConfig, to_dict, to_yaml
 from .evaluate import evaluate
 from .methods import Context, check_assumptions, create_method
 from .probe import capture
-from .rundir import RESULT_COLUMNS, RUN_MARKER, Run, config_digest, load_tensors  # noqa: F401  (load_tensors: public)
+from .rundir import (RESULT_COLUMNS, RETRIEVAL_COLUMNS, RUN_MARKER, Run, config_digest,  # noqa: F401
+                     load_tensors)  # load_tensors: public
 from .streams import TaskStream, build_stream
+from .trainlog import Callback, TrainLog
 from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, digest, dist_info,
                     fsync_dir, resolve_device, seed_everything)
 
@@ -72,9 +74,11 @@ def provenance(device: torch.device) -> dict:
 
 
 def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskStream | None = None,
-               stop_after: int | None = None, overwrite: bool = False, backbone: Backbone | None = None) -> Run:
+               stop_after: int | None = None, overwrite: bool = False, backbone: Backbone | None = None,
+               callbacks: Sequence[Callback] = ()) -> Run:
     """Train on every task in order, evaluating and probing after each; resumes a partial run in out_dir.
-    A stream and a backbone built for this config can be passed in to share them between runs.
+    A stream and a backbone built for this config can be passed in to share them between runs. Each training
+    step's losses go to <run>/train_log.csv and to every callback (called with the step's row, a dict).
 
     Nothing is written until the config, the device, the paths and the data have all passed; the run directory
     then appears whole (config, provenance, the step -1 results and probes) or not at all. overwrite=True
@@ -82,11 +86,11 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     run = Run(out_dir or cfg.out_dir)
     preflight(cfg, run.path, overwrite)  # fail fast, before the lock is taken
     with run.lock() if dist_info()[0] == 0 else nullcontext():  # one writer per run folder
-        return _run_locked(cfg, run, stream, stop_after, overwrite, backbone)
+        return _run_locked(cfg, run, stream, stop_after, overwrite, backbone, callbacks)
 
 
 def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after: int | None, overwrite: bool,
-                backbone: Backbone | None) -> Run:
+                backbone: Backbone | None, callbacks: Sequence[Callback]) -> Run:
     resuming = preflight(cfg, run.path, overwrite)  # again, now that no other writer can change the folder
     device = resolve_device(cfg.train.device)
     stream = stream if stream is not None else build_stream(cfg, device=device)
@@ -103,6 +107,20 @@ def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after:
     else:
         results = _create(run, cfg, model, method, stream, backbone, device)
         start = 0
+    if dist_info()[0] == 0:
+        context.log = TrainLog(run.path, start, cfg.train.tensorboard, callbacks)
+    try:
+        _train(cfg, run, results, model, method, stream, context, start, stop_after, device)
+    finally:
+        if context.log is not None:
+            context.log.close()
+    _check_replicas(model, device)
+    return run
+
+
+def _train(cfg: RunConfig, run: Run, results: pd.DataFrame, model, method, stream: TaskStream, context: Context,
+           start: int, stop_after: int | None, device: torch.device) -> None:
+    """Train, evaluate, probe and checkpoint each task from start on."""
     for task in stream.tasks[start:]:
         if stop_after is not None and task.id > stop_after:
             break
@@ -118,8 +136,6 @@ def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after:
             run.save_checkpoint(task.id, model, method, cfg)
             atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
-    _check_replicas(model, device)
-    return run
 
 
 def run_many(jobs: list[tuple[RunConfig, Path]], desc: str = "runs") -> Iterator[Run]:
@@ -215,7 +231,7 @@ def check_paths(cfg: RunConfig) -> None:
 def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone, device) -> pd.DataFrame:
     """Write config, provenance and the step -1 results and probes into a staging folder beside the run, then
     rename it into place: a run directory exists whole or not at all."""
-    results = pd.DataFrame(evaluate(model, method, stream, -1, device), columns=RESULT_COLUMNS)
+    results = pd.DataFrame(evaluate(model, method, stream, -1, device)[0], columns=RESULT_COLUMNS)
     if dist_info()[0] == 0:
         stage = Run(run.path.parent / f".{run.path.name}.{os.getpid()}.creating.tmp")
         shutil.rmtree(stage.path, ignore_errors=True)
@@ -274,9 +290,11 @@ def _check_replicas(model, device: torch.device) -> None:
 
 
 def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device) -> pd.DataFrame:
-    rows = pd.DataFrame(evaluate(model, method, stream, step, device), columns=RESULT_COLUMNS)
+    accuracy, found = evaluate(model, method, stream, step, device)
+    rows = pd.DataFrame(accuracy, columns=RESULT_COLUMNS)
     results = pd.concat([results[results.step != step], rows], ignore_index=True) if len(results) else rows
     if dist_info()[0] == 0:  # replicas hold the same model; only the first process writes
+        run.write_retrieval(step, pd.DataFrame(found, columns=RETRIEVAL_COLUMNS))
         _write_step(run, results, model, method, stream, step, device)
     return results
 

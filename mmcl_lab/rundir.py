@@ -18,6 +18,7 @@ from .utils import (CorruptFile, atomic_write_bytes, atomic_write_json, atomic_w
                     rng_state, set_rng_state, tensor_file_bytes)
 
 RESULT_COLUMNS = ["step", "task", "modality", "setting", "metric", "value", "n"]
+RETRIEVAL_COLUMNS = ["step", "modality", "setting", "direction", "metric", "value", "queries"]
 # 2: a method's state is its nn.Module state_dict (format 1 kept hand-written tensors and JSON values).
 CHECKPOINT_FORMAT = 2
 # provenance.json carries this key (with the run-folder format): the mark that mmcl_lab made the folder, so that
@@ -150,6 +151,28 @@ class Run:
 
     def write_results(self, df: pd.DataFrame) -> None:
         atomic_write_text(self.path / "results.csv", df[RESULT_COLUMNS].to_csv(index=False))
+
+    def retrieval(self) -> pd.DataFrame:
+        """Recall@K and mAP per step, modality, setting and direction (evaluate.evaluate); empty before the
+        first task is trained."""
+        path = self.path / "retrieval.csv"
+        if not path.exists():
+            return pd.DataFrame(columns=RETRIEVAL_COLUMNS)
+        try:
+            return pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CorruptFile(f"{path}: not a readable retrieval table ({type(err).__name__}); rerun the run") from None
+
+    def write_retrieval(self, step: int, rows: pd.DataFrame) -> None:
+        """Record step's retrieval rows; they replace any of that step or later (a resumed run's recomputed ones)."""
+        earlier = self.retrieval()
+        table = pd.concat([earlier[earlier.step < step], rows], ignore_index=True) if len(earlier) else rows
+        atomic_write_text(self.path / "retrieval.csv", table[RETRIEVAL_COLUMNS].to_csv(index=False))
+
+    def train_log(self) -> pd.DataFrame:
+        """One row per optimiser step: step, task, epoch, loss, the method's loss terms, lr, wall_time."""
+        path = self.path / "train_log.csv"
+        return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["step", "task", "epoch", "loss"])
 
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / "checkpoints" / f"step_{step:03d}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import torch
 from tqdm.auto import tqdm
 
@@ -35,9 +38,10 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
 
 
 def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,
-               device: torch.device) -> None:
+               device: torch.device, log: Callable[[dict], None] | None = None) -> None:
     """Optimise method.trainable_parameters() on task for cfg.epochs epochs with AdamW, mini-batches shuffled by
-    generator (data-parallel under torchrun, mixed precision on CUDA)."""
+    generator (data-parallel under torchrun, mixed precision on CUDA); log, if given, receives each step's losses
+    (trainlog.TrainLog)."""
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.trainable_parameters(model, task)]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
               for g in groups]
@@ -66,6 +70,9 @@ def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Gen
                 average_gradients(params, world)
                 method.after_backward(model)
                 opt.step()
+                if log is not None and rank == 0:
+                    log({"task": task.id, "epoch": epoch, "loss": loss.item(), **logs,
+                         "lr": opt.param_groups[0]["lr"], "wall_time": time.time()})
                 bar.update()
                 bar.set_postfix(logs, refresh=False)
     model.eval()

@@ -1,4 +1,5 @@
-"""Plotly figures and ipywidgets controls over a run directory: accuracy, drift, modality bias, re-alignment.
+"""Plotly figures and ipywidgets controls over a run directory: accuracy, training curves, drift, modality bias,
+re-alignment, retrieval; and the same figures as PNG, SVG or PDF files (save, save_figures) for a paper.
 
 Every figure reads only from the run directory. Without a live kernel (or with MMCL_STATIC=1) the drift
 explorer is a static figure with animation frames and a step slider, which also renders in exported HTML.
@@ -11,12 +12,14 @@ import io
 import os
 import sys
 import warnings
+from contextlib import suppress
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from . import probe
+from . import probe, retrieval
 from .metrics import accuracy_matrix
 from .modalities import colour as modality_colour
 from .modalities import marker as modality_marker
@@ -292,3 +295,112 @@ def realignment_plot(run: Run, step: int | None = None) -> go.Figure:
                             "(modality given)",
                       barmode="group", yaxis_range=[0, 1], xaxis_title="modality", yaxis_title="accuracy", height=380)
     return fig
+
+
+def training_curves(run: Run, smooth: int = 1) -> go.Figure:
+    """Each loss term per optimiser step (train_log.csv), with each task's steps shaded in its modality's colour;
+    smooth > 1 draws a centred rolling mean over that many steps."""
+    log = run.train_log()
+    terms = [c for c in log.columns if c not in ("step", "task", "epoch", "lr", "wall_time")]
+    fig = go.Figure()
+    for term, dash in zip(terms, ("solid", "dot", "dash", "dashdot", "longdash") * 4):
+        values = log[term].rolling(smooth, center=True, min_periods=1).mean() if smooth > 1 else log[term]
+        fig.add_trace(go.Scatter(x=log.step, y=values, mode="lines", name=term, line=dict(dash=dash, width=1.5,
+                                 color="black" if term == "loss" else None)))
+    results = run.results()
+    modality = results.drop_duplicates("task").set_index("task").modality
+    for task, part in log.groupby("task"):
+        m = modality.get(task, "")
+        fig.add_vrect(x0=part.step.min() - 0.5, x1=part.step.max() + 0.5, line_width=0, opacity=0.12,
+                      fillcolor=modality_colour(m) if m else "#888888", annotation_text=f"{task}:{m}",
+                      annotation_position="top left", annotation_font_size=10)
+    fig.update_layout(title=f"{_method(run)}: training loss per step (shaded: one task each)",
+                      xaxis_title="optimiser step", yaxis_title="loss", height=420)
+    return fig
+
+
+def retrieval_matrix(run: Run, step: int | None = None, kind: str = "known", metric: str = "mAP") -> go.Figure:
+    """Any-to-any retrieval between modalities and class texts on the probe set at step (default: the last),
+    through the shared space (retrieval.any_to_any); blank where the two share no class name."""
+    snaps, meta = run.probes(), run.probe_meta()
+    step = max(snaps) if step is None else step
+    t = snaps[step]
+    table = retrieval.any_to_any(t[kind].double().numpy(), np.array(meta["label"]), np.array(meta["modality"]),
+                                 t["text"].double().numpy(), meta["class_names"], metric)
+    z = table.to_numpy(dtype=float)
+    text = np.where(np.isnan(z), "", np.char.mod("%.2f", np.nan_to_num(z)))  # blank cells stay blank
+    fig = go.Figure(go.Heatmap(z=z, x=list(table.columns), y=list(table.index), zmin=0, zmax=1,
+                               colorscale="Viridis", text=text, texttemplate="%{text}", colorbar=dict(title=metric)))
+    fig.update_layout(title=f"{_method(run)}: {metric} of retrieval between modalities, {step_label(step)}<br>"
+                            f"<sup>{SETTING_NAMES.get(kind, kind)}; blank: the two share no class name</sup>",
+                      xaxis_title="gallery", yaxis_title="queries", yaxis_autorange="reversed", height=420)
+    return fig
+
+
+FIGURE_FORMATS = ("png", "svg", "pdf")
+
+
+class FigureExportUnavailable(OSError):
+    """kaleido, or the Chrome or Chromium it drives, is missing: figures cannot be written as files here."""
+
+
+def save(fig: go.Figure, path: str | Path, width: int | None = None, height: int | None = None) -> Path:
+    """Write fig as PNG, SVG or PDF, by path's suffix, through kaleido and a local Chrome or Chromium."""
+    return save_figures({path: fig}, width, height)[0]
+
+
+def save_figures(figures: dict[str | Path, go.Figure], width: int | None = None,
+                 height: int | None = None) -> list[Path]:
+    """Write several figures (path -> figure) in one browser session; each file appears whole or not at all."""
+    import plotly.io as pio
+
+    paths = [Path(p) for p in figures]
+    for path in paths:
+        if path.suffix.lstrip(".").lower() not in FIGURE_FORMATS:
+            raise ValueError(f"{path}: a figure file must end in one of {', '.join('.' + f for f in FIGURE_FORMATS)}")
+    folders = {p.parent for p in paths}
+    created = sorted({d for f in folders for d in (f, *f.parents) if not d.exists()}, key=lambda d: -len(d.parts))
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+    staged = [p.with_name(f".{p.name}.{os.getpid()}.tmp{p.suffix}") for p in paths]  # kaleido reads the suffix
+    try:
+        pio.write_images(list(figures.values()), staged, format=[p.suffix.lstrip(".").lower() for p in paths],
+                         width=width, height=height)
+        for tmp, path in zip(staged, paths):
+            os.replace(tmp, path)
+    except BaseException as err:
+        for tmp in staged:
+            tmp.unlink(missing_ok=True)
+        for folder in created:  # deepest first: leave no empty folder behind
+            with suppress(OSError):
+                folder.rmdir()
+        text = str(err).lower()
+        if isinstance(err, ImportError) or (isinstance(err, (ValueError, RuntimeError)) and
+                                            ("kaleido" in text or "chrome" in text)):
+            raise FigureExportUnavailable(
+                f"{paths[0]}: figure files need kaleido>=1 (pip install 'mmcl_lab[figures]') and a Chrome or Chromium "
+                f"(apt-get install chromium); {' '.join(str(err).split())}") from None
+        raise
+    return paths
+
+
+def standard_figures(run: Run) -> dict[str, go.Figure]:
+    """A run's standard figures by file stem: accuracy heatmaps per setting, training curves, drift, modality gap,
+    bias (when the modality can be given at test time), re-alignment and the retrieval matrix."""
+    settings = sorted(run.results().setting.unique())
+    figures = {f"accuracy_{s}": accuracy_heatmap(run, s) for s in settings}
+    figures |= {"training_curves": training_curves(run), "drift_curves": drift_curves(run),
+                "modality_gap": modality_gap_plot(run), "realignment": realignment_plot(run),
+                "retrieval": retrieval_matrix(run, kind="known" if "known" in settings else "agnostic")}
+    if "known" in settings:
+        figures["bias"] = bias_panel(run)
+    return figures
+
+
+def write_figures(run: Run, out_dir: str | Path, formats: tuple[str, ...] = ("pdf", "svg")) -> list[Path]:
+    """Every standard figure of run as <out_dir>/<stem>.<format> for each format: `mmcl-lab figures`."""
+    bad = [f for f in formats if f not in FIGURE_FORMATS]
+    if bad:
+        raise ValueError(f"--formats: {', '.join(bad)} unknown; choose from {', '.join(FIGURE_FORMATS)}")
+    figures = standard_figures(run)
+    return save_figures({Path(out_dir) / f"{stem}.{fmt}": fig for stem, fig in figures.items() for fmt in formats})

@@ -275,6 +275,23 @@ def _npz(path: Path):
         np.savez(f, depth=np.ones((8, 8), np.float32))
 
 
+def _figures(*options, browser: str | None = None):
+    def setup(tmp, partial_run, monkeypatch, **_):
+        shutil.copytree(partial_run, tmp / "run")
+        if browser is not None:
+            monkeypatch.setenv("BROWSER_PATH", browser)  # kaleido's Chromium, here one that is not there
+        return ["figures", str(tmp / "run"), "--out", str(tmp / "run" / "figs"), *options]
+    return setup
+
+
+def _tensorboard_missing(tmp, monkeypatch, **_):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    return [*RUN, str(tmp / "out"), "train.tensorboard=true"]
+
+
 # (setup, a fragment the one-line message must contain)
 CASES = {
     "lr infinite": (_run("out", "train.lr=inf"), "train.lr must be a finite positive number"),
@@ -366,6 +383,10 @@ CASES = {
                                         for c in "ab" for i in range(3)}), "sample rate 1 Hz is below 1000 Hz"),
     "class-name clash": (_folder_case("image", {f"{c}/{i}.png": _png16 for c in ("rain_drops", "rain drops")
                                                 for i in range(3)}), "both name the class 'rain drops'"),
+    "figures without a run": (lambda tmp, **_: ["figures", str(tmp / "nothing")], "not a run directory"),
+    "figures in an unknown format": (_figures("--formats", "pdf,jpg"), "--formats: jpg unknown; choose from png"),
+    "figures without a Chromium": (_figures(browser="/no/such/chromium"), "figure files need kaleido>=1"),
+    "TensorBoard without its package": (_tensorboard_missing, "train.tensorboard=true needs the tensorboard package"),
 }
 
 

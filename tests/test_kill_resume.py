@@ -33,8 +33,9 @@ def _weights(run: Run) -> dict[str, bytes]:
 
 
 # ci: tasks of ~105 samples, batch 32, 10 epochs -> ~30 optimiser steps per task; each finished step writes
-# results.csv, a probe file, three checkpoint files and memory.json (6 atomic writes), after the run folder
-# itself (config, provenance, step -1 results and probes) appears in one rename.
+# retrieval.csv, results.csv, a probe file, three checkpoint files and memory.json (7 atomic writes), after the run
+# folder itself (config, provenance, step -1 results and probes) appears in one rename; train_log.csv is written
+# whole when training starts and whenever a new loss term appears, and appended to at every optimiser step.
 KILL_POINTS = [("finetune", "train:5"), ("finetune", "train:70"), ("finetune", "save:9"),
                ("finetune", "save:12"), ("comm", "train:40"), ("comm", "save:16")]
 # and every method once in the middle of a task (methods that never take a step: inside a write)
@@ -45,7 +46,8 @@ KILL_POINTS += [(m, "save:12" if m in ("zeroshot", "chance") else "train:40") fo
 @pytest.mark.slow
 @pytest.mark.parametrize("method,point", KILL_POINTS)
 def test_killed_process_resumes_to_identical_results_and_weights(method, point, ci_cfg, ci_stream, reference,
-                                                                   tmp_path):
+                                                                   ci_backbone, tmp_path):
+    # ci_backbone: pretrained into the cache first, so that train:N counts the run's steps, not pretraining's
     run_dir = tmp_path / "run"
     proc = subprocess.run([sys.executable, str(KILLER), str(run_dir), ci_cfg.data.cache_dir, method, point],
                           capture_output=True, text=True, timeout=300)
@@ -56,5 +58,9 @@ def test_killed_process_resumes_to_identical_results_and_weights(method, point, 
         pd.read_csv(run_dir / "results.csv")  # never a torn file
     final = resume(run_dir, ci_stream)
     pd.testing.assert_frame_equal(final.results(), reference(method).results())
+    pd.testing.assert_frame_equal(final.retrieval(), reference(method).retrieval())
+    # the training log too, row for row, apart from when each step ran
+    pd.testing.assert_frame_equal(final.train_log().drop(columns="wall_time"),
+                                  reference(method).train_log().drop(columns="wall_time"))
     assert _weights(final) == _weights(reference(method))  # every checkpoint, byte for byte
     assert not list(run_dir.rglob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))  # no leftovers

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -94,3 +96,34 @@ def test_a_constant_matrix_forgets_nothing(n, value):
 @given(square)
 def test_forgetting_bounds_negative_bwt(R):
     assert M.forgetting(R) >= -M.backward_transfer(R) - 1e-12
+
+
+# ---- ZSCL's Transfer / Avg / Last, against ZSCL's own stored matrices -------------------------------------------
+
+ZSCL = Path(__file__).parent / "fixtures" / "zscl"
+ORDER_II = [9, 6, 7, 8, 5, 10, 0, 1, 3, 4, 2]  # ZSCL's mtil/results.ipynb: Order II as a permutation of Order I
+
+
+def _zscl_matrix(name: str, order: int) -> np.ndarray:
+    """A stored MTIL matrix as ZSCL's notebook reads it: 11 x 12, CIFAR-10's column (2) dropped, Order II permuted."""
+    R = np.delete(np.load(ZSCL / name, allow_pickle=False).reshape(11, -1), 2, axis=1)  # (11 steps, 11 tasks)
+    return R[ORDER_II][:, ORDER_II] if order == 2 else R
+
+
+@pytest.mark.parametrize("name,order,published", [("t3_7.npy", 1, (68.1, 75.4, 83.6)),
+                                                  ("t9_7.npy", 2, (64.2, 74.5, 83.4))])
+def test_zscl_golden(name, order, published):
+    R = _zscl_matrix(name, order)
+    got = (M.zscl_transfer(R), M.zscl_avg(R), M.zscl_last(R))
+    assert tuple(round(v, 1) for v in got) == published
+
+
+def test_zscl_metrics_by_hand():
+    R = np.array([[0.9, 0.2, 0.1],
+                  [0.8, 0.9, 0.3],
+                  [0.7, 0.8, 0.9]])
+    assert M.zscl_transfer(R) == pytest.approx(np.mean([0.2, np.mean([0.1, 0.3])]))
+    assert M.zscl_avg(R) == pytest.approx(R.mean())
+    assert M.zscl_last(R) == pytest.approx(0.8)
+    assert M.zscl_transfer(R, [2]) == pytest.approx(0.2)  # a subset keeps its meaning; task 0 has no transfer
+    assert np.isnan(M.zscl_transfer(R, [0]))

@@ -1,7 +1,12 @@
+import os
+import shutil
+from xml.etree import ElementTree
+
 import plotly.graph_objects as go
 import pytest
 
 from mmcl_lab import viz
+from mmcl_lab.cli import main
 from mmcl_lab.config import apply_overrides
 from mmcl_lab.run import run_stream
 
@@ -58,3 +63,37 @@ def test_one_visual_language_across_figures(comm_run):
     classes = viz.drift_figure(comm_run, color="class")
     colours = [t.marker.color for t in classes.data if t.mode == "markers"]
     assert len(colours) == len(set(colours)) == len(comm_run.probe_meta()["class_names"])  # 36 distinct shades
+
+
+# ---- figures as files, and the training curves ------------------------------------------------------------------
+
+_CHROME = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_training_curves_and_retrieval_matrix_build(comm_run, ci_stream):
+    curves = viz.training_curves(comm_run)
+    names = {t.name for t in curves.data}
+    assert {"loss", "ce"} <= names  # the total and each term COMM's loss returns
+    assert len(curves.layout.shapes) == len(ci_stream)  # one shaded band per task
+    matrix = viz.retrieval_matrix(comm_run)
+    assert list(matrix.data[0].y)[-1] == "text" and matrix.data[0].z.shape == (5, 5)
+
+
+@pytest.mark.skipif(not _CHROME and not os.environ.get("CI"), reason="figure files need a local Chromium")
+def test_figures_command_writes_pdf_and_svg_files(comm_run, tmp_path):
+    out = tmp_path / "figs"
+    assert main(["figures", str(comm_run.path), "--out", str(out), "--formats", "pdf,svg"]) == 0
+    stems = set(viz.standard_figures(comm_run))
+    assert stems == {"accuracy_known", "accuracy_agnostic", "training_curves", "drift_curves", "modality_gap",
+                     "realignment", "retrieval", "bias"}
+    pdfs, svgs = sorted(out.glob("*.pdf")), sorted(out.glob("*.svg"))
+    assert {p.stem for p in pdfs} == stems and {p.stem for p in svgs} == stems
+    assert not list(out.glob(".*"))  # no staging file left behind
+    for pdf in pdfs:
+        data = pdf.read_bytes()
+        assert data.startswith(b"%PDF-") and b"%%EOF" in data[-64:] and len(data) > 1000
+    for svg in svgs:
+        root = ElementTree.parse(svg).getroot()
+        assert root.tag == "{http://www.w3.org/2000/svg}svg" and len(root) > 0
+    with pytest.raises(ValueError, match="must end in one of"):
+        viz.save(viz.bias_panel(comm_run), tmp_path / "figure.jpg")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,8 @@ class Context:
         self.device = torch.device(device)
         self.seed = seed
         self.backbone = backbone
+        # each training step's losses go here (the run sets its trainlog.TrainLog); None: not logged
+        self.log: Callable[[dict], None] | None = None
         self._tasks: list[Task] = []
 
     @property
@@ -145,7 +147,7 @@ class Method(nn.Module):
     def fit_task(self, model: EmbeddingModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""
         from ..train import train_task
-        train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device)
+        train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device, self.ctx.log)
 
     def memory_bytes(self) -> int:
         """Bytes of stored features, statistics and snapshots kept across tasks: its module state."""

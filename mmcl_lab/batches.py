@@ -1,9 +1,10 @@
-"""Pools of cached features and the shuffled mini-batches drawn from them (training and pretraining alike)."""
+"""Pools of cached features and the shuffled mini-batches drawn from them (training and pretraining alike), and
+the chunked passes that embed a whole set without sending it through the model at once."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -32,6 +33,14 @@ def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Genera
         pool = pools[p]
         yield Batch(pool.x[idx].to(device, non_blocking=True), pool.y[idx].to(device, non_blocking=True),
                     pool.space, pool.modality)
+
+
+def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torch.device) -> Tensor:
+    """fn over x (N, ...) in chunks of at most size rows, each moved to device as it is needed, concatenated on
+    device: a heavy pass (evaluation, statistics, probes) never holds a whole set in the model at once."""
+    if size < 1:
+        raise ValueError(f"chunk size must be at least 1, got {size}")
+    return torch.cat([fn(x[i:i + size].to(device, non_blocking=True)) for i in range(0, max(len(x), 1), size)])
 
 
 def n_batches(pools: list[Batch], batch_size: int) -> int:

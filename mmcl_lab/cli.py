@@ -87,7 +87,8 @@ def pretrain_report(cfg) -> str:
     backbone = build_backbone(cfg, stream, device)
     ready, corpus = time.perf_counter() - start, backbone.reference
     how = f"pretrained in {backbone.seconds:.1f} s" if backbone.seconds else "read from the cache"
-    table = pd.DataFrame(zero_shot_table(backbone.model(stream).to(device), stream, device))
+    model = backbone.model(stream).to(device)
+    table = pd.DataFrame(zero_shot_table(model, stream, device, cfg.train.eval_batch_size))
     return "\n".join([
         f"backbone {cfg.model.backbone} {backbone.key} ({how}; weights {backbone.checksum()}): {cfg.model.layers} "
         f"layers x {cfg.model.dim}, corpus of {sum(len(p.y) for p in corpus.pools)} samples over "

@@ -118,6 +118,8 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     progress: bool = True
     tensorboard: bool = False  # also write the training log as TensorBoard events, <run>/tensorboard (extra)
+    # evaluation, statistics fits, relevance and probe passes embed at most this many samples at once
+    eval_batch_size: int = 1024
 
 
 @dataclass(frozen=True)
@@ -424,7 +426,8 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"probe.projection {cfg.probe.projection!r}; choose from umap, pca")
     positive = {"data.n_per_class": cfg.data.n_per_class, "stream.tasks_per_modality":
                 cfg.stream.tasks_per_modality, "train.epochs": cfg.train.epochs,
-                "train.batch_size": cfg.train.batch_size, "model.dim": cfg.model.dim,
+                "train.batch_size": cfg.train.batch_size, "train.eval_batch_size": cfg.train.eval_batch_size,
+                "model.dim": cfg.model.dim,
                 "model.layers": cfg.model.layers, "pretrain.n_per_class": cfg.pretrain.n_per_class,
                 "pretrain.epochs": cfg.pretrain.epochs, "pretrain.batch_size": cfg.pretrain.batch_size,
                 "model.heads": cfg.model.heads, "probe.per_class": cfg.probe.per_class,

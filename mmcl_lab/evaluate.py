@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from . import retrieval
+from .batches import in_chunks
 
 SETTINGS = ("known", "agnostic")  # modality identity given at test time, or not
 
@@ -27,8 +28,10 @@ def _accuracy(model, z, y, classes: list[int]) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, method, stream, step: int, device: torch.device) -> tuple[list[dict], list[dict]]:
-    """(accuracy rows, retrieval rows) after step, from one embedding of every test sample per setting.
+def evaluate(model, method, stream, step: int, device: torch.device,
+             batch_size: int = 1024) -> tuple[list[dict], list[dict]]:
+    """(accuracy rows, retrieval rows) after step, from one embedding of every test sample per setting, batch_size
+    samples at a time.
 
     Accuracy: one row per (setting, task): step, task, modality, setting, metric, value, n. metric "acc" is over
     label_space(); for the task just trained, "acc_final_space" is the same model over the stream's final
@@ -44,8 +47,10 @@ def evaluate(model, method, stream, step: int, device: torch.device) -> tuple[li
     for setting in settings:
         seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # modality -> (z, y) of its trained tasks
         for task in stream:
-            x, y = task.test_x.to(device), task.test_y.to(device)
-            z = method.embed(model, x, task.feature_space, task.modality if setting == "known" else None)  # (N, E)
+            hint = task.modality if setting == "known" else None
+            z = in_chunks(lambda x: method.embed(model, x, task.feature_space, hint), task.test_x, batch_size,
+                          device)  # (N, E)
+            y = task.test_y.to(device)
             row = dict(step=step, task=task.id, modality=task.modality, setting=setting, n=len(y))
             acc = _accuracy(model, z, y, label_space(stream, step, task, setting))
             rows.append({**row, "metric": "acc", "value": acc})
@@ -65,7 +70,7 @@ def evaluate(model, method, stream, step: int, device: torch.device) -> tuple[li
 
 
 @torch.no_grad()
-def zero_shot_table(model, stream, device: torch.device | str = "cpu") -> list[dict]:
+def zero_shot_table(model, stream, device: torch.device | str = "cpu", batch_size: int = 1024) -> list[dict]:
     """Per modality, the untouched model on every test sample of the stream: accuracy over the modality's
     classes (modality given), over all of the stream's classes (hidden), and text-to-sample Recall@1 (is the
     test sample nearest to each class text one of that class's)."""
@@ -73,7 +78,8 @@ def zero_shot_table(model, stream, device: torch.device | str = "cpu") -> list[d
     rows = []
     for m in stream.modalities:
         tasks = [t for t in stream if t.modality == m]
-        z = torch.cat([model.embed(t.test_x.to(device), t.feature_space) for t in tasks])  # (N, E)
+        z = torch.cat([in_chunks(lambda x: model.embed(x, t.feature_space), t.test_x, batch_size, device)
+                       for t in tasks])  # (N, E)
         y = torch.cat([t.test_y for t in tasks]).to(device)
         own = [c for t in tasks for c in t.classes]
         everything = list(range(len(stream.class_names)))

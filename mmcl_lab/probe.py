@@ -7,22 +7,25 @@ import torch
 from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
+from .batches import in_chunks
 from .retrieval import both_ways
 
 # ---- capture -------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def capture(model, method, stream, device) -> tuple[dict[str, Tensor], dict]:
-    """Probe embeddings (N, E) with the modality known, unknown, and known without re-alignment."""
+def capture(model, method, stream, device, batch_size: int = 1024) -> tuple[dict[str, Tensor], dict]:
+    """Probe embeddings (N, E) with the modality known, unknown, and known without re-alignment, batch_size samples
+    at a time."""
     model.eval()
     out: dict[str, list[Tensor]] = {"known": [], "agnostic": [], "known_unaligned": []}
     meta = {"label": [], "task": [], "modality": [], "sample": []}
     for task in stream:
-        x = task.test_x[task.probe].to(device)
-        out["known"].append(method.embed(model, x, task.feature_space, task.modality).cpu())
-        out["agnostic"].append(method.embed(model, x, task.feature_space, None).cpu())
-        out["known_unaligned"].append(method.embed(model, x, task.feature_space, task.modality, False).cpu())
+        x, space = task.test_x[task.probe], task.feature_space
+        for kind, hint, aligned in (("known", task.modality, True), ("agnostic", None, True),
+                                    ("known_unaligned", task.modality, False)):
+            out[kind].append(in_chunks(lambda b: method.embed(model, b, space, hint, aligned), x, batch_size,
+                                       device).cpu())
         meta["label"] += task.test_y[task.probe].tolist()
         meta["task"] += [task.id] * len(task.probe)
         meta["modality"] += [task.modality] * len(task.probe)

@@ -99,7 +99,7 @@ def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after:
     method = create_method(cfg.method)
     model = backbone.model(stream, pretrained=method.pretrained).to(device)
     check_assumptions(method, stream)
-    context = Context(cfg.stream.modalities, device, cfg.seed, backbone)
+    context = Context(cfg.stream.modalities, device, cfg.seed, backbone, cfg.train.eval_batch_size)
     method.setup(model, context)
     if resuming:
         start, results = _restore(run, cfg, model, method, stream, context)
@@ -131,7 +131,7 @@ def _train(cfg: RunConfig, run: Run, results: pd.DataFrame, model, method, strea
         method.before_task(model, task)
         method.fit_task(model, task, cfg.train)
         method.after_task(model, task)
-        results = _record(run, results, model, method, stream, task.id, device)
+        results = _record(run, results, model, method, stream, task.id, device, cfg.train.eval_batch_size)
         if dist_info()[0] == 0:
             run.save_checkpoint(task.id, model, method, cfg)
             atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
@@ -231,7 +231,8 @@ def check_paths(cfg: RunConfig) -> None:
 def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone, device) -> pd.DataFrame:
     """Write config, provenance and the step -1 results and probes into a staging folder beside the run, then
     rename it into place: a run directory exists whole or not at all."""
-    results = pd.DataFrame(evaluate(model, method, stream, -1, device)[0], columns=RESULT_COLUMNS)
+    results = pd.DataFrame(evaluate(model, method, stream, -1, device, cfg.train.eval_batch_size)[0],
+                           columns=RESULT_COLUMNS)
     if dist_info()[0] == 0:
         stage = Run(run.path.parent / f".{run.path.name}.{os.getpid()}.creating.tmp")
         shutil.rmtree(stage.path, ignore_errors=True)
@@ -241,7 +242,7 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone,
                            "prep_seconds": stream.prep_seconds + backbone.seconds,
                            "world_size": dist_info()[1], "start_weights": weights_checksum(model.state_dict()),
                            "backbone": backbone.key})
-        _write_step(stage, results, model, method, stream, -1, device)
+        _write_step(stage, results, model, method, stream, -1, device, cfg.train.eval_batch_size)
         if run.path.is_dir():  # an old run being overwritten, or an empty folder
             shutil.rmtree(run.path)
         os.replace(stage.path, run.path)
@@ -289,19 +290,20 @@ def _check_replicas(model, device: torch.device) -> None:
         raise RuntimeError(f"data-parallel replicas diverged: parameter sums {[s.item() for s in sums]}")
 
 
-def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device) -> pd.DataFrame:
-    accuracy, found = evaluate(model, method, stream, step, device)
+def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device,
+            batch_size: int) -> pd.DataFrame:
+    accuracy, found = evaluate(model, method, stream, step, device, batch_size)
     rows = pd.DataFrame(accuracy, columns=RESULT_COLUMNS)
     results = pd.concat([results[results.step != step], rows], ignore_index=True) if len(results) else rows
     if dist_info()[0] == 0:  # replicas hold the same model; only the first process writes
         run.write_retrieval(step, pd.DataFrame(found, columns=RETRIEVAL_COLUMNS))
-        _write_step(run, results, model, method, stream, step, device)
+        _write_step(run, results, model, method, stream, step, device, batch_size)
     return results
 
 
-def _write_step(run: Run, results: pd.DataFrame, model, method, stream, step: int, device) -> None:
+def _write_step(run: Run, results: pd.DataFrame, model, method, stream, step: int, device, batch_size: int) -> None:
     run.write_results(results)
-    tensors, meta = capture(model, method, stream, device)
+    tensors, meta = capture(model, method, stream, device, batch_size)
     run.save_probe(step, tensors)
     if step == -1:
         atomic_write_json(run.path / "probes" / "meta.json", meta)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..batches import Batch
+from ..batches import Batch, in_chunks
 from ..config import MethodConfig, TrainConfig, method_settings
 from ..registry import METHODS
 from ..streams import Task, TaskStream
@@ -32,11 +32,12 @@ class Context:
     runner reveals each task as it begins; future tasks are not reachable from here."""
 
     def __init__(self, modalities: tuple[str, ...], device: torch.device, seed: int,
-                 backbone: Backbone | None = None):
+                 backbone: Backbone | None = None, batch_size: int = 1024):
         self.modalities = tuple(modalities)  # declared by the scenario (config), not read off the tasks
         self.device = torch.device(device)
         self.seed = seed
         self.backbone = backbone
+        self.batch_size = batch_size  # samples per chunk of a heavy pass over a whole set (train.eval_batch_size)
         # each training step's losses go here (the run sets its trainlog.TrainLog); None: not logged
         self.log: Callable[[dict], None] | None = None
         self._tasks: list[Task] = []
@@ -143,6 +144,12 @@ class Method(nn.Module):
               aligned: bool = True) -> Tensor:
         """Embeddings (B, E) for the loss, evaluation and probes (aligned=False skips any re-alignment)."""
         return model.embed(x, space)
+
+    def embed_all(self, model: EmbeddingModel, x: Tensor, space: str, modality: str | None,
+                  aligned: bool = True) -> Tensor:
+        """self.embed over a whole set x (N, T, F), ctx.batch_size samples at a time, on ctx.device: (N, E)."""
+        return in_chunks(lambda b: self.embed(model, b, space, modality, aligned), x, self.ctx.batch_size,
+                         self.ctx.device)
 
     def fit_task(self, model: EmbeddingModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..batches import in_chunks
 from ..gaussians import GaussianBank, identity_map, train_alignment
 from .base import Method, register_method
 
@@ -43,7 +44,8 @@ class SLCA(Method):
 
     @torch.no_grad()
     def _fit_stats(self, model, task):
-        z = model.embed(task.train_x.to(self.ctx.device), task.feature_space)
+        z = in_chunks(lambda x: model.embed(x, task.feature_space), task.train_x, self.ctx.batch_size,
+                      self.ctx.device)  # (N, E)
         for c in task.classes:
             self.bank.add(c, z[task.train_y.to(z.device) == c])
 

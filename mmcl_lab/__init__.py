@@ -1,6 +1,12 @@
 """mmcl_lab: continual learning across modalities, aligned to text, task by task."""
 
+import os
+
 __version__ = "0.1.0"
+
+# cuBLAS reads this when its first handle is made (feature extraction may come before any run): deterministic CUDA
+# runs (train.deterministic) need it; the CPU path ignores it.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 # The plug-in folders first: importing them fills the registries that configs are checked against.
 from . import modalities, data, encoders, backbones, methods  # noqa: F401,E402

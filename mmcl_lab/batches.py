@@ -31,8 +31,7 @@ def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Genera
     for j in torch.randperm(len(plan), generator=generator).tolist():
         p, idx = plan[j]
         pool = pools[p]
-        yield Batch(pool.x[idx].to(device, non_blocking=True), pool.y[idx].to(device, non_blocking=True),
-                    pool.space, pool.modality)
+        yield Batch(to_device(pool.x[idx], device), to_device(pool.y[idx], device), pool.space, pool.modality)
 
 
 def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torch.device) -> Tensor:
@@ -40,7 +39,15 @@ def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torc
     device: a heavy pass (evaluation, statistics, probes) never holds a whole set in the model at once."""
     if size < 1:
         raise ValueError(f"chunk size must be at least 1, got {size}")
-    return torch.cat([fn(x[i:i + size].to(device, non_blocking=True)) for i in range(0, max(len(x), 1), size)])
+    return torch.cat([fn(to_device(x[i:i + size], device)) for i in range(0, max(len(x), 1), size)])
+
+
+def to_device(x: Tensor, device: torch.device | str) -> Tensor:
+    """x on device; a CPU tensor bound for a GPU goes through pinned memory, so the copy runs asynchronously."""
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def n_batches(pools: list[Batch], batch_size: int) -> int:

@@ -26,6 +26,7 @@ STREAM_ORDERS = ("interleaved", "blocked", "random")
 # One training, one validation and one test sample per class at the least: the split needs all three.
 MIN_PER_CLASS = 3
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # train.precision (utils.compute_dtype)
 TUNED_FILE = Path(__file__).with_name("tuned.yaml")
 
 
@@ -118,6 +119,12 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     progress: bool = True
     tensorboard: bool = False  # also write the training log as TensorBoard events, <run>/tensorboard (extra)
+    # auto | fp32 | bf16 | fp16; auto: bf16 on a GPU that has it, fp16 (with loss scaling) on one that does not,
+    # fp32 on the CPU
+    precision: str = "auto"
+    # on CUDA, deterministic kernels (torch.use_deterministic_algorithms, CUBLAS_WORKSPACE_CONFIG), which byte-exact
+    # resume needs; the CPU path is deterministic without them
+    deterministic: bool = True
     # evaluation, statistics fits, relevance and probe passes embed at most this many samples at once
     eval_batch_size: int = 1024
 
@@ -467,6 +474,8 @@ def _check_ranges(cfg: RunConfig) -> None:
     if cfg.data.n_per_class < MIN_PER_CLASS:
         raise ConfigError(f"data.n_per_class must be at least {MIN_PER_CLASS} (a train, a validation and a test "
                           f"sample per class), got {cfg.data.n_per_class}")
+    if cfg.train.precision not in PRECISIONS:
+        raise ConfigError(f"train.precision {cfg.train.precision!r}; choose from {', '.join(PRECISIONS)}")
     if not DEVICE.fullmatch(cfg.train.device):
         raise ConfigError(f"train.device {cfg.train.device!r}; choose from auto, cpu, cuda, cuda:N, mps")
 

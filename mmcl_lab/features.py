@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .data import RawData, load_raw
 from .encoders import create_encoder
-from .utils import atomic_write_bytes, barrier, cache_path, dist_info, read_tensor_file, tensor_file_bytes
+from .utils import agree, atomic_write_bytes, barrier, cache_path, dist_info, read_tensor_file, tensor_file_bytes
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,10 +82,10 @@ def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int 
     key_src = json.dumps({"encoder": encoder.cache_key(), "data": fingerprint})
     path = cache_path(cache_dir, "features", raw.name, key_src, ".safetensors")
     barrier()  # every process sees the same cache state
-    if path.exists():
+    if agree(path.exists()):  # a hit only where every process has the file (caches may be per machine)
         return _read(path, key_src, len(raw), encoder.dim)
     tokens = encode(encoder, raw, batch_size, device, progress)
-    if dist_info()[0] == 0:
+    if not path.exists():  # each process fills its own cache; into a shared one, identical bytes, atomically renamed
         # float16 on disk halves the cache; training reads float32 (the rounding is below feature noise).
         atomic_write_bytes(path, tensor_file_bytes({"tokens": tokens.half().contiguous()}, {"key": key_src}))
     barrier()

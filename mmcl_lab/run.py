@@ -35,8 +35,8 @@ from .rundir import (RESULT_COLUMNS, RETRIEVAL_COLUMNS, RUN_MARKER, Run, config_
                      load_tensors)  # load_tensors: public
 from .streams import TaskStream, build_stream
 from .trainlog import Callback, TrainLog
-from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, digest, dist_info,
-                    fsync_dir, resolve_device, seed_everything)
+from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, compute_dtype, digest,
+                    dist_info, from_rank0, fsync_dir, resolve_device, seed_everything)
 
 
 def run_dir_for(cfg: RunConfig, root: str | Path = "runs") -> Path:
@@ -91,8 +91,12 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
 
 def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after: int | None, overwrite: bool,
                 backbone: Backbone | None, callbacks: Sequence[Callback]) -> Run:
-    resuming = preflight(cfg, run.path, overwrite)  # again, now that no other writer can change the folder
+    # again, now that no other writer can change the folder; under torchrun what rank 0 found holds for all
+    resuming = from_rank0(preflight(cfg, run.path, overwrite))
     device = resolve_device(cfg.train.device)
+    if device.type == "cuda" and cfg.train.deterministic:  # CUBLAS_WORKSPACE_CONFIG is set on import (__init__.py)
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     stream = stream if stream is not None else build_stream(cfg, device=device)
     backbone = backbone if backbone is not None else build_backbone(cfg, stream, device)
     seed_everything(cfg.seed)
@@ -100,6 +104,8 @@ def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after:
     model = backbone.model(stream, pretrained=method.pretrained).to(device)
     check_assumptions(method, stream)
     context = Context(cfg.stream.modalities, device, cfg.seed, backbone, cfg.train.eval_batch_size)
+    if compute_dtype(device, cfg.train.precision) == torch.float16:  # float16 gradients need loss scaling
+        context.scaler = torch.amp.GradScaler(device.type)
     method.setup(model, context)
     if resuming:
         start, results = _restore(run, cfg, model, method, stream, context)
@@ -133,7 +139,7 @@ def _train(cfg: RunConfig, run: Run, results: pd.DataFrame, model, method, strea
         method.after_task(model, task)
         results = _record(run, results, model, method, stream, task.id, device, cfg.train.eval_batch_size)
         if dist_info()[0] == 0:
-            run.save_checkpoint(task.id, model, method, cfg)
+            run.save_checkpoint(task.id, model, method, cfg, context.scaler)
             atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
 
@@ -190,7 +196,7 @@ def preflight(cfg: RunConfig, out_dir: str | Path, overwrite: bool = False) -> b
                 raise ValueError(f"{run.path / 'config.yaml'} was edited after the run was created; restore it, or "
                                  "rerun with --overwrite")
     check_paths(cfg)
-    resolve_device(cfg.train.device)
+    compute_dtype(resolve_device(cfg.train.device), cfg.train.precision)  # fp16 without CUDA fails here
     return run.exists() and not overwrite
 
 
@@ -265,6 +271,9 @@ def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[
         ckpt, step = None, -1
     if steps and ckpt is None:
         raise CorruptFile(f"{run.path}: every checkpoint is corrupt; rerun with --overwrite")
+    agreed = from_rank0(step)  # every process resumes where rank 0 does, whatever its own view of the folder
+    if agreed != step:
+        ckpt, step = (run.read_checkpoint(agreed) if agreed >= 0 else None), agreed
     for err in skipped:
         print(f"mmcl-lab: {err}; resuming from the checkpoint before it", file=sys.stderr)
     missing = sorted(set(range(-1, step + 1)) - set(results.step.astype(int)))
@@ -275,6 +284,8 @@ def _restore(run: Run, cfg: RunConfig, model, method, stream, context) -> tuple[
         context.reveal(task)
     if ckpt is not None:
         run.load_checkpoint(step, model, method, ckpt)
+        if context.scaler is not None and "grad_scaler" in ckpt["state"]:
+            context.scaler.load_state_dict(ckpt["state"]["grad_scaler"])
     return step + 1, results[results.step <= step]  # rows of an unfinished step are recomputed
 
 
@@ -283,7 +294,7 @@ def _check_replicas(model, device: torch.device) -> None:
     rank, world = dist_info()
     if world == 1:
         return
-    checksum = torch.tensor([float(sum(p.double().sum() for p in model.parameters()))], device=device)
+    checksum = torch.tensor([float(sum(p.detach().double().sum() for p in model.parameters()))], device=device)
     sums = [torch.zeros(1, device=device) for _ in range(world)]
     torch.distributed.all_gather(sums, checksum)
     if len({round(s.item(), 6) for s in sums}) != 1:

@@ -38,10 +38,11 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
 
 
 def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,
-               device: torch.device, log: Callable[[dict], None] | None = None) -> None:
+               device: torch.device, log: Callable[[dict], None] | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> None:
     """Optimise method.trainable_parameters() on task for cfg.epochs epochs with AdamW, mini-batches shuffled by
-    generator (data-parallel under torchrun, mixed precision on CUDA); log, if given, receives each step's losses
-    (trainlog.TrainLog)."""
+    generator (data-parallel under torchrun, in cfg.precision); log, if given, receives each step's losses
+    (trainlog.TrainLog); scaler, the run's loss scaler, is what float16 needs (a pass-through otherwise)."""
     groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.trainable_parameters(model, task)]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
               for g in groups]
@@ -60,16 +61,24 @@ def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Gen
               leave=False) as bar:
         for epoch in range(cfg.epochs):
             for batch in iterate_batches(pools, cfg.batch_size, generator, device):
-                with autocast(device):
+                with autocast(device, cfg.precision):
                     loss, logs = method.loss(model, shard(batch, rank, world), task)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"task {task.id} ({task.modality}), epoch {epoch}: loss is "
                                            f"{loss.item()} ({logs}); lower train.lr or check the features")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients(params, world)
-                method.after_backward(model)
-                opt.step()
+                if scaler is None:
+                    loss.backward()
+                    average_gradients(params, world)
+                    method.after_backward(model)
+                    opt.step()
+                else:
+                    scaler.scale(loss).backward()
+                    average_gradients(params, world)
+                    scaler.unscale_(opt)  # methods' after_backward sees true gradients
+                    method.after_backward(model)
+                    scaler.step(opt)  # skipped when a gradient overflowed
+                    scaler.update()
                 if log is not None and rank == 0:
                     log({"task": task.id, "epoch": epoch, "loss": loss.item(), **logs,
                          "lr": opt.param_groups[0]["lr"], "wall_time": time.time()})

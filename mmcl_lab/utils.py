@@ -26,11 +26,14 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict[str, Any]:
     """The global RNG states as JSON-able values (torch's as a list of bytes)."""
     np_state = np.random.get_state()
-    return {
+    state = {
         "python": _jsonable(random.getstate()),
         "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         "torch": torch.get_rng_state().tolist(),
     }
+    if torch.cuda.is_available():  # one state per visible GPU
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -39,6 +42,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def _jsonable(obj: Any) -> Any:
@@ -50,10 +55,11 @@ def _tuples(obj: Any) -> Any:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA (this process's GPU under torchrun), then MPS, then CPU; else torch.device(name)."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    """'auto' picks CUDA (this process's GPU under torchrun), then MPS, then CPU; else torch.device(name), where a
+    bare 'cuda' under torchrun is this process's GPU too."""
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    elif name == "auto":
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -202,12 +208,22 @@ def fsync_dir(directory: Path) -> None:
 # ---- data parallelism (torchrun) -------------------------------------------------------------------------
 
 
-def init_distributed() -> None:
-    """Join the process group when started by torchrun (gloo on CPU, nccl on CUDA); no-op otherwise."""
+def init_distributed(timeout_minutes: float = 60) -> None:
+    """Join the process group when started by torchrun: gloo on CPU; on CUDA nccl, with this process bound to
+    LOCAL_RANK's GPU before the group starts (else every rank's first collective lands on cuda:0). The timeout
+    is long enough for rank 0 to prepare data and pretrain while the others wait at a barrier. No-op otherwise."""
+    import datetime
+
     import torch.distributed as dist
 
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        timeout = datetime.timedelta(minutes=timeout_minutes)
+        if torch.cuda.is_available():
+            gpu = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(gpu)
+            dist.init_process_group("nccl", timeout=timeout, device_id=gpu)
+        else:
+            dist.init_process_group("gloo", timeout=timeout)
 
 
 def dist_info() -> tuple[int, int]:
@@ -217,6 +233,26 @@ def dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def agree(flag: bool) -> bool:
+    """Whether flag is true on every process (the same answer on all of them; flag itself without a process
+    group): a cache hit counts only where every process has the file."""
+    rank, world = dist_info()
+    if world == 1:
+        return flag
+    flags = [None] * world
+    torch.distributed.all_gather_object(flags, bool(flag))
+    return all(flags)
+
+
+def from_rank0(value: Any) -> Any:
+    """Rank 0's value on every process (value itself without a process group): what rank 0 decided."""
+    if dist_info()[1] == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:
@@ -236,12 +272,22 @@ def main_process_first():
         torch.distributed.barrier()
 
 
-def autocast(device: torch.device):
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); full precision elsewhere."""
-    if device.type != "cuda":
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype training computes in: 'auto' is bfloat16 on a CUDA GPU that supports it, float16 on one that does
+    not, float32 elsewhere; 'fp16' needs CUDA."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"train.precision=fp16 needs a CUDA device, not {device}; use bf16 or fp32")
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """Mixed precision in compute_dtype(device, precision); a no-op context for float32."""
+    dtype = compute_dtype(device, precision)
+    return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
 
 # ---- module state that grows as training goes ------------------------------------------------------------

@@ -387,6 +387,8 @@ CASES = {
     "figures in an unknown format": (_figures("--formats", "pdf,jpg"), "--formats: jpg unknown; choose from png"),
     "figures without a Chromium": (_figures(browser="/no/such/chromium"), "figure files need kaleido>=1"),
     "TensorBoard without its package": (_tensorboard_missing, "train.tensorboard=true needs the tensorboard package"),
+    "float16 on the CPU": (_run("out", "train.precision=fp16"), "train.precision=fp16 needs a CUDA device, not cpu"),
+    "unknown precision": (_run("out", "train.precision=fp8"), "train.precision 'fp8'; choose from auto"),
 }
 
 

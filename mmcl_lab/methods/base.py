@@ -40,6 +40,8 @@ class Context:
         self.batch_size = batch_size  # samples per chunk of a heavy pass over a whole set (train.eval_batch_size)
         # each training step's losses go here (the run sets its trainlog.TrainLog); None: not logged
         self.log: Callable[[dict], None] | None = None
+        # the run's loss scaler when it trains in float16 (its state is checkpointed); None otherwise
+        self.scaler: torch.amp.GradScaler | None = None
         self._tasks: list[Task] = []
 
     @property
@@ -154,7 +156,8 @@ class Method(nn.Module):
     def fit_task(self, model: EmbeddingModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""
         from ..train import train_task
-        train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device, self.ctx.log)
+        train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device, self.ctx.log,
+                   self.ctx.scaler)
 
     def memory_bytes(self) -> int:
         """Bytes of stored features, statistics and snapshots kept across tasks: its module state."""

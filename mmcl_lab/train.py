@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .batches import Batch, iterate_batches, n_batches
 from .streams import Task
-from .utils import autocast, dist_info
+from .utils import autocast, compute_dtype, dist_info
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,12 +56,13 @@ def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Gen
     total = cfg.epochs * n_batches(pools, cfg.batch_size)
     rank, world = dist_info()
     params = [p for g in groups for p in g["params"]]
+    dtype = compute_dtype(device, cfg.precision)  # once per task: not a device query at every step
     model.train()
     with tqdm(total=total, desc=f"task {task.id} {task.modality}", disable=not cfg.progress or rank > 0,
               leave=False) as bar:
         for epoch in range(cfg.epochs):
             for batch in iterate_batches(pools, cfg.batch_size, generator, device):
-                with autocast(device, cfg.precision):
+                with autocast(device, dtype):
                     loss, logs = method.loss(model, shard(batch, rank, world), task)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(f"task {task.id} ({task.modality}), epoch {epoch}: loss is "

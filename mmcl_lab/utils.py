@@ -284,9 +284,8 @@ def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
-def autocast(device: torch.device, precision: str = "auto"):
-    """Mixed precision in compute_dtype(device, precision); a no-op context for float32."""
-    dtype = compute_dtype(device, precision)
+def autocast(device: torch.device, dtype: torch.dtype):
+    """Mixed precision in dtype (compute_dtype's choice); a no-op context for float32."""
     return nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
 

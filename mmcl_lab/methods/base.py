@@ -153,6 +153,10 @@ class Method(nn.Module):
         return in_chunks(lambda b: self.embed(model, b, space, modality, aligned), x, self.ctx.batch_size,
                          self.ctx.device)
 
+    def model_embed_all(self, model: EmbeddingModel, x: Tensor, space: str) -> Tensor:
+        """model.embed itself (no prompts, no maps) over a whole set x, ctx.batch_size samples at a time: (N, E)."""
+        return in_chunks(lambda b: model.embed(b, space), x, self.ctx.batch_size, self.ctx.device)
+
     def fit_task(self, model: EmbeddingModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""
         from ..train import train_task

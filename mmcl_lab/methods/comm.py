@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..batches import in_chunks
 from ..config import ConfigError
 from ..gaussians import GaussianBank, identity_map, train_alignment
 from ..utils import TensorDict
@@ -185,8 +184,7 @@ class COMM(Method):
         opt = torch.optim.Adam(self.relevance.parameters(), lr=1e-2)
         generator = self.ctx.rng("relevance pseudo-features")
         with torch.no_grad():  # the backbone is frozen: the prompt-free embeddings are computed once
-            q = in_chunks(lambda x: model.embed(x, task.feature_space), task.train_x, self.ctx.batch_size,
-                          self.ctx.device)  # (N, E)
+            q = self.model_embed_all(model, task.train_x, task.feature_space)  # (N, E)
         for _ in range(self.cfg.relevance_epochs):
             loss = self._relevance_loss(q, task, generator)
             opt.zero_grad(set_to_none=True)
@@ -196,8 +194,7 @@ class COMM(Method):
     def after_task(self, model, task):
         x, y = task.train_x, task.train_y.to(self.ctx.device)
         with torch.no_grad():
-            self.query_stats.add(task.id, in_chunks(lambda b: model.embed(b, task.feature_space), x,
-                                                    self.ctx.batch_size, self.ctx.device))  # (N, E)
+            self.query_stats.add(task.id, self.model_embed_all(model, x, task.feature_space))  # (N, E)
             z = self.embed_all(model, x, task.feature_space, task.modality, aligned=False)  # (N, E)
         for c in task.classes[:self.cfg.stat_classes_per_task or None]:
             self.class_stats.add(c, z[y == c])

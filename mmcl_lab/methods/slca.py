@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..batches import in_chunks
 from ..gaussians import GaussianBank, identity_map, train_alignment
 from .base import Method, register_method
 
@@ -44,8 +43,7 @@ class SLCA(Method):
 
     @torch.no_grad()
     def _fit_stats(self, model, task):
-        z = in_chunks(lambda x: model.embed(x, task.feature_space), task.train_x, self.ctx.batch_size,
-                      self.ctx.device)  # (N, E)
+        z = self.model_embed_all(model, task.train_x, task.feature_space)  # (N, E)
         for c in task.classes:
             self.bank.add(c, z[task.train_y.to(z.device) == c])
 

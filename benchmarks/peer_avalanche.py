@@ -28,7 +28,7 @@ PAIRS = [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
 
 def export() -> None:
     from mmcl_lab.config import load_config
-    from mmcl_lab.data import split_indices
+    from mmcl_lab.data import split_indices, template_for
     from mmcl_lab.encoders import create_encoder
     from mmcl_lab.features import load_features
 
@@ -37,7 +37,8 @@ def export() -> None:
     feats = load_features(image.data, "image", image.encoder, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir,
                           progress=False)
     raw, x = feats.raw, feats.tokens
-    text = create_encoder("text/minilm").encode([image.template.format(n) for n in raw.class_names])
+    template = template_for(image.template, raw)
+    text = create_encoder("text/minilm").encode([template.format(n) for n in raw.class_names])
     train, test = split_indices(raw.y, 0.3, 0)
     FILE.parent.mkdir(exist_ok=True)
     save_file({"x": x.contiguous(), "y": torch.from_numpy(raw.y), "text": text.contiguous(),

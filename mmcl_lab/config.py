@@ -23,6 +23,7 @@ import yaml
 from .registry import BACKBONES, DATASETS, ENCODERS, METHODS, MODALITIES
 
 STREAM_ORDERS = ("interleaved", "blocked", "random")
+CLASS_ORDERS = ("listed", "seeded")
 # One training, one validation and one test sample per class at the least: the split needs all three.
 MIN_PER_CLASS = 3
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -39,10 +40,14 @@ class ModalityConfig:
     """One modality of the run: where its data come from, how they are encoded and templated, and which
     dataset pretrains the backbone on it. Every field starts from the modality's registered default."""
 
-    data: str  # a registered dataset name, or "folder:<root>" for your own files
+    data: str  # a registered dataset name, or "<reader>:<path>" (folder:, esc50:, ucf101:, ...) for files
     encoder: str  # a registered encoder: "name" or "name@path-or-hub-id"
-    template: str  # the text a class name is aligned to; "{}" is the name
     corpus: str  # a registered pretraining-corpus dataset
+    template: str = ""  # the text a class name is aligned to ("{}" is the name); "": the dataset's own
+    # Explicit tasks, as published protocols fix them: one entry per task, its class names joined by "|"
+    # (CLI: modalities.audio.task_classes="dog|rooster,rain|sea waves"). Empty: stream.class_order cuts the
+    # dataset's classes into stream.tasks_per_modality tasks.
+    task_classes: tuple[str, ...] = ()
 
 
 def modality_defaults(name: str, key: str = "stream.modalities") -> ModalityConfig:
@@ -50,7 +55,7 @@ def modality_defaults(name: str, key: str = "stream.modalities") -> ModalityConf
     if name not in MODALITIES:
         raise ConfigError(f"{key}: unknown modality {name!r}; registered: {', '.join(MODALITIES.names())}")
     m = MODALITIES.get(name)
-    return ModalityConfig(m.data, m.encoder, m.template, m.corpus)
+    return ModalityConfig(m.data, m.encoder, m.corpus)
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The text anchor and the extraction batch size (each modality's encoder is in modalities.<name>)."""
+    """The text anchor and how features are extracted and cached (each modality's encoder is in
+    modalities.<name>)."""
 
     text: str = "text/minilm"
     batch_size: int = 64  # extraction batch size
+    workers: int = 2  # DataLoader processes decoding a reader's files during extraction (0: in the main process)
+    shard_rows: int = 1024  # samples per feature-cache shard (rounded up to whole batches); resume is per shard
+    in_memory_mb: int = 2048  # a feature set up to this size (float32) is held in memory; larger stays in shards
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,10 @@ class StreamConfig:
     modalities: tuple[str, ...] = ("image", "audio", "depth", "video")
     tasks_per_modality: int = 2
     order: str = "interleaved"  # interleaved | blocked | random (seeded by RunConfig.seed)
+    # How a modality's classes are cut into tasks: "listed" (the dataset's order: sorted names, or its official
+    # class index) or "seeded" (a permutation by data.seed, as class-incremental protocols draw it).
+    # modalities.<m>.task_classes, where given, fixes the tasks instead.
+    class_order: str = "listed"
     modality_id_at_test: bool = True  # False: only modality-agnostic evaluation is allowed
     evaluate_on: str = "test"  # test | val: tuning runs score on validation data and never load the test data
 
@@ -429,6 +442,8 @@ def check_config(cfg: RunConfig) -> None:
         raise ConfigError(f"stream.modalities: unknown {bad}; choose from {', '.join(MODALITIES.names())}")
     if cfg.stream.order not in STREAM_ORDERS:
         raise ConfigError(f"stream.order {cfg.stream.order!r}; choose from {', '.join(STREAM_ORDERS)}")
+    if cfg.stream.class_order not in CLASS_ORDERS:
+        raise ConfigError(f"stream.class_order {cfg.stream.class_order!r}; choose from {', '.join(CLASS_ORDERS)}")
     if cfg.probe.projection not in ("umap", "pca"):
         raise ConfigError(f"probe.projection {cfg.probe.projection!r}; choose from umap, pca")
     positive = {"data.n_per_class": cfg.data.n_per_class, "stream.tasks_per_modality":
@@ -438,10 +453,14 @@ def check_config(cfg: RunConfig) -> None:
                 "model.layers": cfg.model.layers, "pretrain.n_per_class": cfg.pretrain.n_per_class,
                 "pretrain.epochs": cfg.pretrain.epochs, "pretrain.batch_size": cfg.pretrain.batch_size,
                 "model.heads": cfg.model.heads, "probe.per_class": cfg.probe.per_class,
-                "encoders.batch_size": cfg.encoders.batch_size}
+                "encoders.batch_size": cfg.encoders.batch_size, "encoders.shard_rows": cfg.encoders.shard_rows}
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    for key, value in (("encoders.workers", cfg.encoders.workers),
+                       ("encoders.in_memory_mb", cfg.encoders.in_memory_mb)):
+        if value < 0:
+            raise ConfigError(f"{key} must be at least 0, got {value}")
     for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed), ("pretrain.seed", cfg.pretrain.seed)):
         if not 0 <= seed < 2**63:  # what every generator (NumPy, torch) accepts
             raise ConfigError(f"{key} must be an integer in [0, 2**63), got {seed}")
@@ -500,7 +519,7 @@ def _check_modality(name: str, entry: ModalityConfig) -> None:
     if getattr(encoder, "modality", name) != name:
         raise ConfigError(f"{key}.encoder={entry.encoder!r} encodes {encoder.modality}, not {name}")
     slots = [slot for _, slot, _, _ in string.Formatter().parse(entry.template) if slot is not None]
-    if slots != [""]:
+    if entry.template and slots != [""]:
         raise ConfigError(f"{key}.template {entry.template!r} must hold exactly one {{}} slot for the class name")
 
 

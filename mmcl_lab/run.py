@@ -31,6 +31,7 @@ from .config import RunConfig, to_dict, to_yaml
 from .evaluate import evaluate
 from .methods import Context, check_assumptions, create_method
 from .probe import capture
+from .registry import DATASETS
 from .rundir import (RESULT_COLUMNS, RETRIEVAL_COLUMNS, RUN_MARKER, Run, config_digest,  # noqa: F401
                      load_tensors)  # load_tensors: public
 from .streams import TaskStream, build_stream
@@ -224,9 +225,10 @@ def _tasks_done(run: Run) -> str:
 def check_paths(cfg: RunConfig) -> None:
     """Folder datasets and local encoder weights named in cfg exist (checked before anything is written)."""
     for m, entry in cfg.modalities.items():
-        if entry.data.startswith("folder:") and not Path(entry.data.removeprefix("folder:")).expanduser().is_dir():
-            folder = entry.data.removeprefix("folder:")
-            raise FileNotFoundError(f"modalities.{m}.data: folder {folder!r} does not exist")
+        reader, _, where = entry.data.partition(":")
+        where = where.partition("?")[0]
+        if reader in DATASETS and DATASETS.get(reader).reads_path and not Path(where).expanduser().exists():
+            raise FileNotFoundError(f"modalities.{m}.data: {reader} {where!r} does not exist")
     encoders = {f"modalities.{m}.encoder": entry.encoder for m, entry in cfg.modalities.items()}
     for key, spec in {**encoders, "encoders.text": cfg.encoders.text}.items():
         _, _, where = spec.partition("@")
@@ -248,6 +250,9 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone,
                            "prep_seconds": stream.prep_seconds + backbone.seconds,
                            "world_size": dist_info()[1], "start_weights": weights_checksum(model.state_dict()),
                            "backbone": backbone.key})
+        manifest = stream.manifest()
+        if len(manifest):  # which file was in which split
+            atomic_write_text(stage.path / "manifest.csv", manifest.to_csv(index=False))
         _write_step(stage, results, model, method, stream, -1, device, cfg.train.eval_batch_size)
         if run.path.is_dir():  # an old run being overwritten, or an empty folder
             shutil.rmtree(run.path)

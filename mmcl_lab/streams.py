@@ -10,13 +10,14 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from .batches import merge_spaces
 from .config import RunConfig
-from .data import RawData, split_indices
-from .features import load_features
+from .data import RawData, split_indices, template_for
+from .features import Tokens, extraction, load_features, take_rows
 from .utils import clean_stale_cache, resolve_device
 
 
@@ -29,13 +30,14 @@ class Task:
     feature_space: str
     classes: tuple[int, ...]  # global class ids, disjoint from every other task's
     class_names: tuple[str, ...]
-    train_x: Tensor  # (N, T, F) frozen features
+    train_x: Tokens  # (N, T, F) frozen features (in memory, or read from the cache's shards batch by batch)
     train_y: Tensor  # (N,) global class ids
-    test_x: Tensor  # evaluation data: the test part, or the validation part (stream.evaluate_on=val)
+    test_x: Tokens  # evaluation data: the test part, or the validation part (stream.evaluate_on=val)
     test_y: Tensor
     train_index: np.ndarray  # rows of the modality's RawData, for showing the raw signals
     test_index: np.ndarray
     probe: np.ndarray  # rows of test_x kept as the fixed probe set
+    val_index: np.ndarray = field(default_factory=lambda: np.arange(0))  # rows held out for validation
 
     @property
     def name(self) -> str:
@@ -76,6 +78,23 @@ class TaskStream:
         """Global class ids of tasks 0..step (optionally only of one modality)."""
         return [c for t in self.tasks[:step + 1] if modality in (None, t.modality) for c in t.classes]
 
+    def manifest(self) -> pd.DataFrame:
+        """Every file of the modalities read from files, and where it went: fit, val, test, or unused (classes of
+        no task, or a test part that a tuning run never loads), with its size and modification time. Saved with
+        each run as manifest.csv (generated data are fixed by data.seed instead)."""
+        frames = []
+        for m, raw in self.raw.items():
+            if not raw.lazy:
+                continue
+            part = np.full(len(raw), "unused", dtype=object)
+            for t in (t for t in self.tasks if t.modality == m):
+                part[t.train_index], part[t.test_index] = "fit", "test"
+                part[t.val_index] = "val"  # last: a tuning run's test_index is its val part
+            ids, size, mtime = zip(*raw.x.manifest())
+            frames.append(pd.DataFrame({"modality": m, "sample": ids, "class": np.array(raw.class_names)[raw.y],
+                                        "part": part, "bytes": size, "mtime_ns": mtime}))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def __repr__(self) -> str:
         lines = [f"TaskStream({len(self)} tasks, {len(self.class_names)} classes, "
                  f"modality id at test: {self.modality_id_at_test})"]
@@ -99,7 +118,7 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.dev
     start = time.perf_counter()
     clean_stale_cache(cfg.data.cache_dir)  # what a killed writer left in the cache
     per_modality = {m: _load_modality(cfg, m, device, progress) for m in cfg.stream.modalities}
-    plan = [(m, k) for m in cfg.stream.modalities for k in range(cfg.stream.tasks_per_modality)]
+    plan = [(m, k) for m in cfg.stream.modalities for k in range(len(per_modality[m][3]))]
     tasks, names, mods = [], [], []
     for tid, (m, k) in enumerate(_task_order(plan, cfg.stream.order, cfg.seed)):
         raw, tokens, space, chunks = per_modality[m]
@@ -111,7 +130,8 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.dev
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"class names must be unique across the stream; repeated: {duplicates}")
-    prompts = tuple(cfg.modalities[m].template.format(n) for n, m in zip(names, mods))
+    templates = {m: template_for(cfg.modalities[m].template, per_modality[m][0]) for m in per_modality}
+    prompts = tuple(templates[m].format(n) for n, m in zip(names, mods))
     spaces = merge_spaces((t.feature_space, t.train_x.shape[1:]) for t in tasks)
     raws = {m: v[0] for m, v in per_modality.items()}
     return TaskStream(tasks, tuple(names), tuple(mods), prompts, spaces, cfg.stream.modality_id_at_test, raws,
@@ -119,31 +139,60 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.dev
 
 
 def _load_modality(cfg: RunConfig, m: str, device: torch.device,
-                   progress: bool) -> tuple[RawData, Tensor, str, list[np.ndarray]]:
+                   progress: bool) -> tuple[RawData, Tokens, str, list[np.ndarray]]:
     """Raw data, cached features, feature space and the class chunks (one per task) of modality m."""
     entry = cfg.modalities[m]
     feats = load_features(entry.data, m, entry.encoder, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir,
-                          cfg.encoders.batch_size, device, progress)
-    k, raw = cfg.stream.tasks_per_modality, feats.raw
-    if k > len(raw.class_names):
-        raise ValueError(f"stream.tasks_per_modality={k} but {m} data has only {len(raw.class_names)} classes")
-    return raw, feats.tokens, feats.space, np.array_split(np.arange(len(raw.class_names)), k)
+                          device=device, progress=progress, **extraction(cfg))
+    return feats.raw, feats.tokens, feats.space, class_chunks(cfg, m, feats.raw.class_names)
 
 
-def _make_task(tid: int, modality: str, space: str, raw: RawData, tokens: Tensor, local: np.ndarray,
+def class_chunks(cfg: RunConfig, m: str, names: tuple[str, ...]) -> list[np.ndarray]:
+    """Modality m's classes cut into tasks: modalities.<m>.task_classes as listed, else stream.class_order's
+    order cut into stream.tasks_per_modality near-equal parts. Local class ids, one array per task."""
+    explicit = cfg.modalities[m].task_classes
+    if explicit:
+        index, used, chunks = {n: i for i, n in enumerate(names)}, set(), []
+        for t, entry in enumerate(explicit):
+            task = [n.strip() for n in entry.split("|") if n.strip()]
+            unknown = [n for n in task if n not in index]
+            if unknown or not task:
+                raise ValueError(f"modalities.{m}.task_classes[{t}]: {unknown or 'no classes'} not among the "
+                                 f"dataset's classes ({', '.join(names[:12])}{', ...' if len(names) > 12 else ''})")
+            again = used.intersection(task)
+            if again:
+                raise ValueError(f"modalities.{m}.task_classes[{t}]: {sorted(again)} already in an earlier task")
+            used.update(task)
+            chunks.append(np.array([index[n] for n in task]))
+        return chunks
+    k = cfg.stream.tasks_per_modality
+    if k > len(names):
+        raise ValueError(f"stream.tasks_per_modality={k} but {m} data has only {len(names)} classes")
+    order = np.arange(len(names))
+    if cfg.stream.class_order == "seeded":
+        order = np.random.default_rng(cfg.data.seed).permutation(len(names))
+    return np.array_split(order, k)
+
+
+def _make_task(tid: int, modality: str, space: str, raw: RawData, tokens: Tokens, local: np.ndarray,
                global_ids: tuple[int, ...], cfg: RunConfig) -> Task:
     rows = np.flatnonzero(np.isin(raw.y, local))
     split_seed = cfg.seed if cfg.data.vary_split else cfg.data.seed
-    train_rel, test_rel = split_indices(raw.y[rows], cfg.data.test_fraction, split_seed)
-    fit_rel, val_rel = split_indices(raw.y[rows][train_rel], cfg.data.val_fraction, split_seed + 1)
+    groups = None if raw.groups is None else raw.groups[rows]
+    if raw.split is not None:  # the release's own split; validation comes out of its train part
+        train_rel, test_rel = np.flatnonzero(raw.split[rows] == "train"), np.flatnonzero(raw.split[rows] == "test")
+    else:
+        train_rel, test_rel = split_indices(raw.y[rows], cfg.data.test_fraction, split_seed, groups)
+    fit_rel, val_rel = split_indices(raw.y[rows][train_rel], cfg.data.val_fraction, split_seed + 1,
+                                     None if groups is None else groups[train_rel])
     # Training always uses the fit part; evaluation uses the test part, or -- for tuning -- the validation
     # part, in which case the test data never enters the stream.
-    train_idx = rows[train_rel][fit_rel]
-    test_idx = rows[train_rel][val_rel] if cfg.stream.evaluate_on == "val" else rows[test_rel]
+    train_idx, val_idx = rows[train_rel][fit_rel], rows[train_rel][val_rel]
+    test_idx = val_idx if cfg.stream.evaluate_on == "val" else rows[test_rel]
     to_global = np.full(len(raw.class_names), -1, dtype=np.int64)
     to_global[local] = global_ids
     train_y, test_y = (torch.from_numpy(to_global[raw.y[idx]]) for idx in (train_idx, test_idx))
     probe = np.concatenate([np.flatnonzero(test_y.numpy() == g)[:cfg.probe.per_class] for g in global_ids])
     return Task(tid, modality, space, global_ids, tuple(raw.class_names[c] for c in local),
-                tokens[train_idx], train_y, tokens[test_idx], test_y, train_idx, test_idx,
-                np.sort(probe))
+                take_rows(tokens, train_idx), train_y, take_rows(tokens, test_idx), test_y, train_idx, test_idx,
+                np.sort(probe), val_idx)

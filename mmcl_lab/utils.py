@@ -137,8 +137,9 @@ def clean_stale_cache(cache_dir: str = "") -> list[Path]:
     """What a killed writer left in the cache: only temp files of the cache's own entries, in its own subfolders,
     never anything else below a folder that a user may have named as the cache."""
     root = cache_root(cache_dir)
+    # Feature shards lie one folder down (features/<entry>/shard_*.safetensors).
     return [p for kind in CACHE_KINDS for suffix in (".npz", ".safetensors")
-            for p in clean_stale_tmp(root / kind, f".*{suffix}.*.tmp", recursive=False)]
+            for p in clean_stale_tmp(root / kind, f".*{suffix}.*.tmp", recursive=kind == "features")]
 
 
 def digest(obj: Any, length: int = 16) -> str:

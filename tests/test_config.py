@@ -115,7 +115,7 @@ def test_a_config_yaml_of_the_per_section_layout_still_loads(tmp_path):
                    "pretrain: {image: corpus_characters, epochs: 3}\n"
                    "stream: {modalities: [image]}\n")
     cfg = from_yaml(old)
-    expected = ModalityConfig("folder:/data/digits", "image/tiny", "a digit {}", "corpus_characters")
+    expected = ModalityConfig("folder:/data/digits", "image/tiny", "corpus_characters", "a digit {}")
     assert cfg.modalities["image"] == expected
     assert cfg.data.n_per_class == 20 and cfg.pretrain.epochs == 3 and list(cfg.modalities) == ["image"]
     assert from_yaml(_write_yaml(tmp_path / "new.yaml", to_yaml(cfg))) == cfg  # and round-trips in the new layout

@@ -38,7 +38,7 @@ def test_two_process_run_matches_a_single_process_run(tmp_path):
     assert proc.stdout.count("run directory:") == 1  # only rank 0 reports
     ddp = Run(tmp_path / "ddp")
     # 4 stream and 4 pretraining-corpus feature files, and one backbone pretrained by rank 0
-    assert ddp.latest_step() == 7 and len(list((cache / "features").glob("*.safetensors"))) == 8
+    assert ddp.latest_step() == 7 and len(list((cache / "features").glob("*/shard_*.safetensors"))) == 8
     assert len(list((cache / "backbones").glob("*.safetensors"))) == 1
 
     cfg = load_config("ci", {"data.cache_dir": str(cache), "method.name": "er", "train.device": "cpu"})
@@ -94,7 +94,7 @@ def test_each_process_fills_its_own_cache_and_the_replicas_agree(tmp_path):
     assert proc.returncode == 0, err[-3000:]
     assert Run(tmp_path / "run").latest_step() == 7
     for rank in ("rank0", "rank1"):
-        assert len(list((tmp_path / rank / "features").glob("*.safetensors"))) == 8
+        assert len(list((tmp_path / rank / "features").glob("*/shard_*.safetensors"))) == 8
         assert len(list((tmp_path / rank / "backbones").glob("*.safetensors"))) == 1
 
 

@@ -101,10 +101,10 @@ def test_feature_cache_hits_and_invalidates(cache_dir):
     enc = create_encoder("image/tiny")
     raw = load_raw("mnist", "image", 3, 0, str(cache_dir))
     a = cached_features(enc, raw, str(cache_dir), progress=False)
-    files = set((cache_dir / "features").glob("*.safetensors"))
+    files = set((cache_dir / "features").glob("*/shard_*.safetensors"))
     b = cached_features(enc, raw, str(cache_dir), progress=False)
-    assert torch.equal(a, b) and set((cache_dir / "features").glob("*.safetensors")) == files
+    assert torch.equal(a, b) and set((cache_dir / "features").glob("*/shard_*.safetensors")) == files
     raw2 = load_raw("mnist", "image", 3, 1, str(cache_dir))  # other data -> other entry
     cached_features(enc, raw2, str(cache_dir), progress=False)
-    assert len(set((cache_dir / "features").glob("*.safetensors")) - files) == 1
+    assert len(set((cache_dir / "features").glob("*/shard_*.safetensors")) - files) == 1
     assert np.isfinite(a.numpy()).all()

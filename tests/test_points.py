@@ -44,10 +44,11 @@ def test_a_folder_of_point_files_reads_as_points(tmp_path):
             (tmp_path / name).mkdir(exist_ok=True)
             np.save(tmp_path / name / f"{i}.npy", rng.normal(size=(700 + i, 3)).astype(np.float32))
     raw = read_folder(tmp_path, "points")
-    assert raw.x.shape == (6, N_POINTS, 3) and raw.class_names == ("ball", "rod")
+    assert raw.x.take(range(6)).shape == (6, N_POINTS, 3) and raw.class_names == ("ball", "rod")
     np.save(tmp_path / "rod" / "3.npy", np.zeros((5, 2)))
+    raw = read_folder(tmp_path, "points")
     with pytest.raises(ValueError, match=r"3.npy: cannot read as points .*\(P, 3\) array"):
-        read_folder(tmp_path, "points")
+        raw.x.take(range(len(raw)))
 
 
 def test_both_encoders_give_twelve_tokens(cache_dir):

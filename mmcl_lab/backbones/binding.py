@@ -26,8 +26,9 @@ from tqdm.auto import tqdm
 
 from ..batches import Batch, iterate_batches, merge_spaces, n_batches
 from ..config import ModelConfig, RunConfig
+from ..data import template_for
 from ..encoders import create_encoder
-from ..features import load_features
+from ..features import extraction, load_features
 from ..utils import (atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file, tensor_file_bytes,
                      tensors_digest)
 from .base import Backbone, register_backbone
@@ -153,17 +154,18 @@ class Corpus:
 
 def build_corpus(cfg: RunConfig, text_tower, device: torch.device | str = "cpu", progress: bool = False) -> Corpus:
     """Generate (cached) and encode (cached) the corpus of every stream modality with the stream's encoders."""
-    pools, names, mods, keys = [], [], [], []
+    pools, names, mods, texts, keys = [], [], [], [], []
     for m in cfg.stream.modalities:
         entry = cfg.modalities[m]
         feats = load_features(entry.corpus, m, entry.encoder, cfg.pretrain.n_per_class, cfg.pretrain.seed,
-                              cfg.data.cache_dir, cfg.encoders.batch_size, device, progress, shift=cfg.pretrain.shift)
+                              cfg.data.cache_dir, device=device, progress=progress, shift=cfg.pretrain.shift,
+                              **extraction(cfg))
         offset = len(names)
         pools.append(Batch(feats.tokens, torch.from_numpy(feats.raw.y) + offset, feats.space, m))
         names += list(feats.raw.class_names)
         mods += [m] * len(feats.raw.class_names)
+        texts += [template_for(entry.template, feats.raw).format(n) for n in feats.raw.class_names]
         keys.append(feats.key)
-    texts = [cfg.modalities[m].template.format(n) for n, m in zip(names, mods)]
     class_text = text_tower.encode(texts).float()
     return Corpus(pools, tuple(names), tuple(mods), class_text, digest([keys, cfg.encoders.text, texts], 20))
 

@@ -71,7 +71,7 @@ def _blur_and_noise(images: np.ndarray, rng: np.random.Generator, shift: float) 
     return np.clip(out + rng.normal(0, 25 * shift, out.shape), 0, 255).astype(np.uint8)
 
 
-@register_dataset("corpus_characters", "image")
+@register_dataset("corpus_characters", "image", template="a photo of the handwritten character {}")
 def corpus_characters(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """Digits (half MNIST corpus-pool writers, half rendered from fonts) and 26 letters from fonts,
     blurred and noised by shift."""
@@ -90,7 +90,7 @@ def corpus_characters(n_per_class: int, seed: int, shift: float = 1.0) -> RawDat
     return RawData("corpus_characters", "image", x[order], y[order], classes, sources=sources[order])
 
 
-@register_dataset("corpus_motions", "video")
+@register_dataset("corpus_motions", "video", template="a video of a digit {}")
 def corpus_motions(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """The stream's 8 motions and 8 more, on MNIST corpus-pool digits, at speeds, sizes and noise
     moved away from the stream's by shift."""
@@ -104,7 +104,7 @@ def corpus_motions(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
                    sources=sources[np.arange(len(labels)) % len(digits)][order])
 
 
-@register_dataset("corpus_words", "audio")
+@register_dataset("corpus_words", "audio", template="the sound of someone saying the word {}")
 def corpus_words(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """The stream's 10 words and 46 more, spoken by voices the stream never uses, at rates, pitches and
     noise levels moved away from the stream's by shift."""

@@ -1,8 +1,10 @@
-"""Bring your own data: `folder:<root>` reads root/<class name>/<file> for any registered modality.
+"""Bring your own data: `folder:<root>` lists root/<class name>/<file> for any registered modality.
 
 Each modality's file says which suffixes it reads and how one file becomes one sample (modalities/): images
-as grey 64 x 64, audio as mono 22,050 Hz (first 5 s), video as 8 grey frames, depth as 2-D .npy metres.
-Hidden files and OS metadata (`._name.wav`, `.DS_Store`, `__MACOSX/`) are skipped.
+in their own colour and size (the encoder's `prepare` brings them to its resolution), audio as mono 22,050 Hz
+(first 5 s), video as 8 grey frames, depth as 2-D .npy metres. Files are decoded only when their features are
+extracted. There is no official split here: the stream draws a seeded one. The standard releases have their
+own readers: `esc50:`, `ucf101:`, `nyu_depth_v2:`, `sun_rgbd:`, `imagefolder:` (docs/DATASETS.md).
 """
 
 from __future__ import annotations
@@ -14,57 +16,53 @@ import numpy as np
 from ..config import MIN_PER_CLASS
 from ..registry import MODALITIES
 from .base import RawData, register_dataset
-
-# What operating systems and archivers leave beside real files: never data.
-OS_METADATA = {"__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini", "@eaDir"}
+from .files import FileSamples, check_classes, is_data, per_class_draw
 
 
-def _is_data(path: Path) -> bool:
-    return not path.name.startswith(".") and path.name not in OS_METADATA
-
-
-def _read_sample(path: Path, modality) -> np.ndarray:
-    """One file as its modality's array; every failure names the file."""
-    try:
-        x = modality.read(path)
-    except Exception as err:
-        raise ValueError(f"{path}: cannot read as {modality.name} ({type(err).__name__}: {err})") from None
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise ValueError(f"{path}: {modality.name} sample holds NaN or infinite values")
-    return x
-
-
-@register_dataset("folder", modality=None, reads_path=True)
-def read_folder(root: Path, modality: str, max_per_class: int | None = None) -> RawData:
-    """Read root/<class>/<file>; every unreadable file, empty class or bad name is an error naming it."""
+def class_folders(root: Path, modality: str, what: str = "folder dataset") -> dict[str, list[Path]]:
+    """{class folder name: its files of modality, sorted} under root; every empty class or bad name is an error
+    naming it (checked before anything is decoded)."""
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES.names())}")
     kind = MODALITIES.get(modality)
-    root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: folder dataset root does not exist")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and _is_data(p))
+        raise FileNotFoundError(f"{root}: {what} root does not exist")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and is_data(p))
     if not class_dirs:
         raise ValueError(f"{root}: no class folders (expected {root}/<class name>/<file>)")
     listing = {}
-    for folder in class_dirs:  # every class is checked before any file is decoded
+    for folder in class_dirs:
         if not folder.name.strip():
             raise ValueError(f"{folder}: a class folder needs a non-blank name")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in kind.extensions and _is_data(p))
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in kind.extensions and is_data(p))
         if len(files) < MIN_PER_CLASS:
             raise ValueError(f"{folder}: class {folder.name!r} has {len(files)} {modality} files "
                              f"({', '.join(sorted(kind.extensions))}); it needs at least {MIN_PER_CLASS} "
                              "(a train, a validation and a test sample)")
-        listing[folder] = files[:max_per_class]
-    xs, ys = [], []
-    for label, files in enumerate(listing.values()):
-        xs += [_read_sample(path, kind) for path in files]
-        ys += [label] * len(files)
-    names = tuple(d.name.replace("_", " ") for d in class_dirs)
+        listing[folder.name] = files
+    return listing
+
+
+def readable_names(folders: list[str], root: Path) -> tuple[str, ...]:
+    """Class folder names as class names (underscores read as spaces); two folders naming one class are an error."""
+    names = tuple(d.replace("_", " ") for d in folders)
     for name in set(names):  # `rain_drops` and `rain drops` would both be "rain drops"
-        clash = [str(d) for d, n in zip(class_dirs, names) if n == name]
+        clash = [str(root / d) for d, n in zip(folders, names) if n == name]
         if len(clash) > 1:
             raise ValueError(f"{clash[0]} and {clash[1]}: both name the class {name!r} (underscores read as spaces); "
                              "rename one")
-    return RawData(f"folder:{root.name}", modality, np.stack(xs), np.array(ys, dtype=np.int64), names,
-                   kind.sample_rate)
+    return names
+
+
+@register_dataset("folder", modality=None, reads_path=True)
+def read_folder(root: Path, modality: str, max_per_class: int | None = None, seed: int = 0) -> RawData:
+    """List root/<class>/<file>: at most max_per_class files per class, a draw seeded by seed."""
+    root = Path(root).expanduser()
+    listing = class_folders(root, modality)
+    names = readable_names(list(listing), root)
+    files = [p.relative_to(root).as_posix() for paths in listing.values() for p in paths]
+    y = np.concatenate([np.full(len(paths), c, dtype=np.int64) for c, paths in enumerate(listing.values())])
+    keep = per_class_draw(y, max_per_class, seed)
+    check_classes(f"folder:{root}", y[keep], names, MIN_PER_CLASS)
+    samples = FileSamples(root, [files[i] for i in keep], modality)
+    return RawData(f"folder:{root.name}", modality, samples, y[keep], names, MODALITIES.get(modality).sample_rate)

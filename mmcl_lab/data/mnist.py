@@ -33,7 +33,7 @@ def digits_by_class(n_per_class: int, seed: int, pool: str = "stream") -> tuple[
     return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx].astype(np.int64), sources
 
 
-@register_dataset("mnist", "image", version=2)
+@register_dataset("mnist", "image", version=2, template="a photo of the handwritten character {}")
 def mnist(n_per_class: int, seed: int) -> RawData:
     """MNIST digits, 28x28 grey, classes named "zero" to "nine"."""
     x, y, sources = digits_by_class(n_per_class, seed)
@@ -83,7 +83,7 @@ def make_clips(digits: np.ndarray, motions: tuple[str, ...], n_per_class: int, r
     return clips, labels
 
 
-@register_dataset("moving_digits", "video", version=2)
+@register_dataset("moving_digits", "video", version=2, template="a video of a digit {}")
 def moving_digits(n_per_class: int, seed: int) -> RawData:
     """Clips of one MNIST digit under a motion; the motion is the class (8 classes)."""
     digits, _, sources = digits_by_class(max(1, -(-n_per_class * len(MOTIONS) // 10)), seed)

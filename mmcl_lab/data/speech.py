@@ -108,7 +108,7 @@ def speak_clips(words: tuple[str, ...], n_per_class: int, rng: np.random.Generat
     return np.clip(waves, -1, 1), labels
 
 
-@register_dataset("spoken_words", "audio", version=2)
+@register_dataset("spoken_words", "audio", version=2, template="the sound of someone saying the word {}")
 def spoken_words(n_per_class: int, seed: int) -> RawData:
     """Ten words, each spoken by random voices, speeds and pitches, shifted in time, with noise."""
     rng = np.random.default_rng(seed)

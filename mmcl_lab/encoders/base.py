@@ -30,6 +30,7 @@ class Encoder(nn.Module):
     modality: str = ""
     feature_space: str = ""  # the head keeps one input adapter per space
     dim: int = 0  # F
+    input_size: int = 64  # the side a reader's images and depth maps are conformed to before preprocess
     license: str = ""
     source: str = ""
     version: str = "1"  # bump when outputs change: the feature cache is keyed by it
@@ -45,7 +46,7 @@ class Encoder(nn.Module):
         """Identity of this encoder's outputs, used by the feature cache."""
         # The encoder's code (its module and the shared helpers here) is part of the key: editing the
         # preprocessing invalidates cached features.
-        sources = (inspect.getmodule(type(self)), log_mel, depth_to_image)
+        sources = (inspect.getmodule(type(self)), log_mel, depth_to_image, image_channels, grey)
         code = "".join(inspect.getsource(obj) for obj in sources)
         return f"{self.feature_space}|{self.modality}|{type(self).__name__}|v{self.version}|{digest(code)}"
 
@@ -111,6 +112,20 @@ def depth_to_image(depth: Tensor) -> Tensor:
     near = torch.where(hit, depth, torch.full_like(depth, float("inf"))).amin(dim=(1, 2), keepdim=True)
     scaled = 0.2 + 0.8 * (far - depth) / (far - near).clamp_min(1e-6)
     return torch.where(hit, scaled, torch.zeros_like(depth))
+
+
+def image_channels(x: np.ndarray) -> Tensor:
+    """A batch of images, (B, H, W) grey or (B, H, W, 3) colour uint8 -> (B, C, H, W) float32 in [0, 1], C = 1 or 3."""
+    t = as_float_tensor(x, 255.0)
+    return t[:, None] if t.ndim == 3 else t.permute(0, 3, 1, 2)
+
+
+def grey(images: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, H, W) luma (ITU-R 601, as PIL's convert("L")); one channel passes through."""
+    if images.shape[1] == 1:
+        return images[:, 0]
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+    return (images * weights).sum(1)
 
 
 def as_float_tensor(x: np.ndarray, scale: float = 1.0) -> Tensor:

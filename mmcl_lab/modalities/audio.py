@@ -35,6 +35,6 @@ def read_audio(path: Path) -> np.ndarray:
 
 AUDIO = register_modality(Modality(
     "audio", ndim=2, layout="(N, L) float32 waveforms in [-1, 1]", data="spoken_words",
-    encoder="audio/efficientnet_lite0", template="the sound of someone saying the word {}", corpus="corpus_words",
+    encoder="audio/efficientnet_lite0", template="the sound of a {}", corpus="corpus_words",
     extensions=(".wav", ".flac", ".ogg"), read=read_audio, colour="#F58518", marker="diamond",
     sample_rate=SAMPLE_RATE))

@@ -32,6 +32,9 @@ class Modality:
     colour: str  # hex colour in every figure
     marker: str  # plotly marker symbol in every figure
     sample_rate: int = 0  # audio-like modalities: the rate `read` returns
+    # One decoded file sample -> the shape an encoder of input size `size` batches (images and depth maps come
+    # in their own sizes); None: `read` already returns one shape for every file.
+    conform: Callable[[np.ndarray, int], np.ndarray] | None = None
 
     def __repr__(self) -> str:
         return f"Modality({self.name!r}, {self.layout})"

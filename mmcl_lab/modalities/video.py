@@ -35,5 +35,5 @@ def read_video(path: Path) -> np.ndarray:
 
 VIDEO = register_modality(Modality(
     "video", ndim=4, layout="(N, T, H, W) uint8 grey clips", data="moving_digits",
-    encoder="video/efficientnet_lite0", template="a video of a digit {}", corpus="corpus_motions",
+    encoder="video/efficientnet_lite0", template="a video of a person doing {}", corpus="corpus_motions",
     extensions=(".mp4", ".avi", ".mov", ".webm"), read=read_video, colour="#E45756", marker="triangle-up"))

@@ -25,14 +25,15 @@ def esc50(root: Path, categories=("dog", "chirping_birds", "rain"), per_fold: in
     return root
 
 
-def _avi(path: Path, rng) -> None:
+def clip(path: Path, rng, width: int = 32, height: int = 24, frames: int = 10, rate: int = 25) -> None:
+    """A video file (mpeg4, in the container its suffix names) of random colour frames."""
     import av
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
-        for _ in range(10):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), "rgb24")
+        stream = out.add_stream("mpeg4", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8), "rgb24")
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
 
@@ -48,7 +49,7 @@ def ucf101(root: Path, classes=("ApplyEyeMakeup", "YoYo", "Archery"), groups: in
         for g in range(1, groups + 1):
             for k in range(1, clips + 1):
                 rel = f"{c}/v_{c}_g{g:02d}_c{k:02d}.avi"
-                _avi(videos / rel, rng)
+                clip(videos / rel, rng)
                 (test.append(rel) if g == 1 else train.append(f"{rel} {i}"))
     (lists / "classInd.txt").write_bytes("".join(f"{i} {c}\r\n" for i, c in enumerate(classes, 1)).encode())
     (lists / "trainlist01.txt").write_bytes("".join(f"{line}\r\n" for line in train).encode())

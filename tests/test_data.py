@@ -3,6 +3,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+import fakes
 from mmcl_lab.config import apply_overrides
 from mmcl_lab.data import load_raw, split_indices
 from mmcl_lab.data.folder import read_folder
@@ -36,7 +37,6 @@ def test_split_is_stratified_and_disjoint():
 
 
 def make_folders(root, modality, classes=("cat", "dog"), n=3):
-    import av
     rng = np.random.default_rng(0)
     for c in classes:
         (root / c).mkdir(parents=True)
@@ -48,13 +48,7 @@ def make_folders(root, modality, classes=("cat", "dog"), n=3):
             elif modality == "depth":
                 np.save(root / c / f"{i}.npy", rng.uniform(0.5, 3, (30, 40)).astype(np.float32))
             else:
-                with av.open(str(root / c / f"{i}.mp4"), "w") as out:
-                    stream = out.add_stream("mpeg4", rate=10)
-                    stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-                    for _ in range(12):
-                        frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8), "rgb24")
-                        out.mux(stream.encode(frame))
-                    out.mux(stream.encode())
+                fakes.clip(root / c / f"{i}.mp4", rng, width=32, height=32, frames=12, rate=10)
     return root
 
 

@@ -17,7 +17,7 @@ import torch
 import fakes
 from mmcl_lab import cli
 from mmcl_lab.config import load_config
-from mmcl_lab.data import load_raw
+from mmcl_lab.data import load_raw, template_for
 from mmcl_lab.data.ucf101 import words
 from mmcl_lab.encoders import create_encoder
 from mmcl_lab.features import ShardedTokens, cached_features
@@ -28,7 +28,7 @@ def test_esc50_reads_the_official_folds_and_categories(tmp_path):
     root = fakes.esc50(tmp_path / "ESC-50-master")
     raw = load_raw(f"esc50:{root}?fold=2", "audio", 0, 0)
     assert raw.class_names == ("dog", "rain", "chirping birds")  # in target order, as published
-    assert raw.lazy and raw.sample_rate == 22050 and raw.template == "the sound of {}"
+    assert raw.lazy and raw.sample_rate == 22050 and template_for("", raw) == "the sound of {}"
     test_files = {f for f, part in zip(raw.x.ids, raw.split) if part == "test"}
     assert test_files == {f for f in raw.x.ids if f.startswith("audio/2-")}  # fold 2 and nothing else
     assert raw.x[0].shape == (110250,)  # 44.1 kHz decoded once, to the modality's rate

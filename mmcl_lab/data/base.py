@@ -9,7 +9,6 @@ keyed by (dataset, version, size, seed, options), or a reader with a path ("fold
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import urllib.parse
 from dataclasses import dataclass
@@ -47,7 +46,6 @@ class RawData:
     sources: np.ndarray | None = None  # (N,) str: where each sample comes from ("mnist:123"), when known
     split: np.ndarray | None = None  # (N,) "train" | "test": the release's official split, when it has one
     groups: np.ndarray | None = None  # (N,) str: samples that must stay on one side of a split (UCF-101's gNN)
-    template: str = ""  # the dataset's own text template, when it has one (see template_for)
 
     def __post_init__(self) -> None:
         where = f"dataset {self.name!r}"
@@ -94,9 +92,11 @@ class RawData:
 
 
 def template_for(configured: str, raw: RawData) -> str:
-    """The text template of raw's classes: the config's when it names one, else the dataset's own, else its
-    modality's default."""
-    return configured or raw.template or MODALITIES.get(raw.modality).template
+    """The text template of raw's classes: the config's when it names one, else the one its dataset registered
+    (raw.name is the spec's registered name, before any ":"), else its modality's default."""
+    source = raw.name.partition(":")[0]
+    own = DATASETS.get(source).template if source in DATASETS else ""
+    return configured or own or MODALITIES.get(raw.modality).template
 
 
 def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: str = "", **options) -> RawData:
@@ -110,17 +110,17 @@ def load_raw(spec: str, modality: str, n_per_class: int, seed: int, cache_dir: s
                    **reader_options(make, spec, query))
         if raw.modality != modality:
             raise ValueError(f"dataset {spec!r} is {raw.modality} data, but was configured for {modality}")
-        return _with_template(raw, make.template)
+        return raw
     if make.modality != modality:
         raise ValueError(f"dataset {spec!r} is {make.modality} data, but was configured for {modality}")
     key = [spec, make.version, n_per_class, seed, *([options] if options else [])]
     path = cache_path(cache_dir, "raw", spec, key, ".npz")
     with main_process_first():  # under torchrun, every process reads what rank 0 generated
         if path.exists():
-            return _with_template(_read_npz(path, spec, modality), make.template)
+            return _read_npz(path, spec, modality)
         raw = make(n_per_class=n_per_class, seed=seed, **options)
         _write_npz(path, raw)
-        return _with_template(raw, make.template)
+        return raw
 
 
 def reader_options(make, spec: str, query: str) -> dict[str, str]:
@@ -133,10 +133,6 @@ def reader_options(make, spec: str, query: str) -> dict[str, str]:
         raise ValueError(f"dataset {spec!r}: unknown option(s) {unknown}; {spec.partition(':')[0]} takes "
                          f"{', '.join(known) or 'no options'}")
     return options
-
-
-def _with_template(raw: RawData, template: str) -> RawData:
-    return raw if raw.template or not template else dataclasses.replace(raw, template=template)
 
 
 def _write_npz(path: Path, raw: RawData) -> None:

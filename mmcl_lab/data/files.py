@@ -40,7 +40,8 @@ class LazySamples(torch.utils.data.Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> np.ndarray:
-        """Sample i decoded in its modality's layout (native size; the encoder's `prepare` conforms it)."""
+        """Sample i decoded in its modality's layout, in its own size (the modality's `conform` brings it to an
+        encoder's input size)."""
         raise NotImplementedError
 
     def manifest(self) -> list[tuple[str, int, int]]:

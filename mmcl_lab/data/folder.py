@@ -1,10 +1,10 @@
 """Bring your own data: `folder:<root>` lists root/<class name>/<file> for any registered modality.
 
 Each modality's file says which suffixes it reads and how one file becomes one sample (modalities/): images
-in their own colour and size (the encoder's `prepare` brings them to its resolution), audio as mono 22,050 Hz
-(first 5 s), video as 8 grey frames, depth as 2-D .npy metres. Files are decoded only when their features are
-extracted. There is no official split here: the stream draws a seeded one. The standard releases have their
-own readers: `esc50:`, `ucf101:`, `nyu_depth_v2:`, `sun_rgbd:`, `imagefolder:` (docs/DATASETS.md).
+in their own colour and size (the modality's `conform` brings them to each encoder's input size), audio as
+mono 22,050 Hz (first 5 s), video as 8 grey frames, depth as 2-D .npy metres. Files are decoded only when
+their features are extracted. There is no official split here: the stream draws a seeded one. The standard
+releases have their own readers: `esc50:`, `ucf101:`, `nyu_depth_v2:`, `sun_rgbd:`, `imagefolder:` (docs/DATASETS.md).
 """
 
 from __future__ import annotations
@@ -17,6 +17,12 @@ from ..config import MIN_PER_CLASS
 from ..registry import MODALITIES
 from .base import RawData, register_dataset
 from .files import FileSamples, check_classes, is_data, per_class_draw
+
+
+def modality_files(folder: Path, modality: str) -> list[Path]:
+    """The files of modality (by suffix) in folder, sorted, without hidden files or OS metadata."""
+    extensions = MODALITIES.get(modality).extensions
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions and is_data(p))
 
 
 def class_folders(root: Path, modality: str, what: str = "folder dataset") -> dict[str, list[Path]]:
@@ -34,7 +40,7 @@ def class_folders(root: Path, modality: str, what: str = "folder dataset") -> di
     for folder in class_dirs:
         if not folder.name.strip():
             raise ValueError(f"{folder}: a class folder needs a non-blank name")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in kind.extensions and is_data(p))
+        files = modality_files(folder, modality)
         if len(files) < MIN_PER_CLASS:
             raise ValueError(f"{folder}: class {folder.name!r} has {len(files)} {modality} files "
                              f"({', '.join(sorted(kind.extensions))}); it needs at least {MIN_PER_CLASS} "

@@ -5,7 +5,7 @@ Data card
   one of its subsets (ImageNet-100, Imagenette, ...), or your own.
 - Layout read: <root>/train/<class>/<image> and <root>/val/<class>/<image>; or a flat <root>/val/ with the
   Kaggle release's LOC_val_solution.csv (ImageId, PredictionString whose first word is the wnid). Images keep
-  their colour and size; each encoder's `prepare` brings them to its resolution.
+  their colour and size; the image modality's `conform` brings them to each encoder's input size.
 - Split: val/ is the test split; validation is carved from train/.
 - Classes: the train/ folders; where LOC_synset_mapping.txt ("n01440764 tench, Tinca tinca") lies in <root> or
   beside it, a wnid's first name ("tench"), else the folder name with underscores read as spaces.
@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from ..config import MIN_PER_CLASS
-from ..registry import MODALITIES
 from .base import RawData, register_dataset
 from .files import FileSamples, check_classes, is_data, per_class_draw
-from .folder import class_folders
+from .folder import class_folders, modality_files
 
 
 def synset_names(root: Path) -> dict[str, str]:
@@ -52,7 +51,7 @@ def _flat_val(root: Path, classes: list[str]) -> list[tuple[str, str]]:
     by_id = {p.stem: p for p in (root / "val").iterdir() if p.is_file() and is_data(p)}
     out = []
     with open(solution, newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.DictReader(f), start=2):
+        for row in csv.DictReader(f):
             wnid = (row.get("PredictionString") or "").split(" ")[0]
             if row.get("ImageId") in by_id and wnid in classes:
                 out.append((by_id[row["ImageId"]].relative_to(root).as_posix(), wnid))
@@ -69,12 +68,8 @@ def read_imagefolder(root: Path, modality: str = "image", max_per_class: int | N
     classes = list(train)
     items = [(p.relative_to(root).as_posix(), c, "train") for c, paths in train.items() for p in paths]
     if any(p.is_dir() for p in (root / "val").iterdir()):
-        extensions = MODALITIES.get("image").extensions
-        for c in classes:
-            folder = root / "val" / c
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in extensions and is_data(p)) \
-                if folder.is_dir() else []
-            items += [(p.relative_to(root).as_posix(), c, "test") for p in files]
+        for c in (c for c in classes if (root / "val" / c).is_dir()):
+            items += [(p.relative_to(root).as_posix(), c, "test") for p in modality_files(root / "val" / c, "image")]
     else:
         items += [(rel, c, "test") for rel, c in _flat_val(root, classes)]
     label = {c: i for i, c in enumerate(classes)}

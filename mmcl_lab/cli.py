@@ -85,14 +85,11 @@ def pretrain_report(cfg) -> str:
     start, device = time.perf_counter(), resolve_device(cfg.train.device)
     stream = build_stream(cfg, device=device)
     backbone = build_backbone(cfg, stream, device)
-    ready, corpus = time.perf_counter() - start, backbone.reference
-    how = f"pretrained in {backbone.seconds:.1f} s" if backbone.seconds else "read from the cache"
+    ready = time.perf_counter() - start
     model = backbone.model(stream).to(device)
     table = pd.DataFrame(zero_shot_table(model, stream, device, cfg.train.eval_batch_size))
     return "\n".join([
-        f"backbone {cfg.model.backbone} {backbone.key} ({how}; weights {backbone.checksum()}): {cfg.model.layers} "
-        f"layers x {cfg.model.dim}, corpus of {sum(len(p.y) for p in corpus.pools)} samples over "
-        f"{len(corpus.class_names)} class names, shift {cfg.pretrain.shift}",
+        backbone.describe() + (f", shift {cfg.pretrain.shift}" if cfg.model.backbone == "binding" else ""),
         f"data, features and backbone ready in {ready:.1f} s", "",
         "## zero-shot accuracy on the stream's test data (untouched backbone)", "",
         table.to_markdown(index=False, floatfmt=".3f")])
@@ -109,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the mmcl-lab console script."""
     parser = _Parser(prog="mmcl-lab", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first, so that the encoders, backbones, datasets and methods it "
+                             "registers can be named (repeatable; installed packages can use the "
+                             "'mmcl_lab.plugins' entry point group instead)")
     sub = parser.add_subparsers(dest="command", required=True)
     p_pre = sub.add_parser("pretrain", help="build (or read from the cache) the pretrained backbone and print "
                                             "its zero-shot accuracy on the stream")
@@ -160,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
+        from .registry import load_plugins
         from .utils import init_distributed
 
+        load_plugins(args.imports)
         init_distributed()  # under torchrun: one process per device, data-parallel
         return _dispatch(args)
     except KeyboardInterrupt:

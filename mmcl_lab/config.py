@@ -101,11 +101,24 @@ class StreamConfig:
 class ModelConfig:
     """The backbone (a registered name, built by the factory in backbones/) and its size."""
 
-    backbone: str = "binding"  # the pretrained binding transformer on frozen encoder features
+    backbone: str = "binding"  # the pretrained binding transformer on frozen encoder features; "towers": the real
+    # model itself (CLIP, CLAP, a binding model: the modalities' encoders), with no bundled head (docs/REAL_MODELS.md)
     dim: int = 128  # width of the transformer
     heads: int = 4
     layers: int = 4
     temperature: float = 0.05  # initial temperature of the cosine logits; learned in pretraining (COMM.md 1)
+    # One input adapter for every modality whose encoder is the same network (feature spaces "<modality>/<net>"
+    # become "<net>"), so that an input's format no longer tells its modality (RESULTS.md, "One shared tower").
+    shared_tower: bool = False
+    # backbone=towers: the top layers of each real tower that the model runs, with prompt hooks (VPT-deep/prefix);
+    # features are cached below the first of them. 0 = cache the projected embeddings (no prompts inside).
+    prompt_depth: int = 4
+
+    @property
+    def tower_cut(self) -> int:
+        """Layers a real tower leaves above its cached features: prompt_depth under the towers backbone; 0 under the
+        bundled head, which reads the towers' projected embeddings."""
+        return self.prompt_depth if self.backbone == "towers" else 0
 
 
 @dataclass(frozen=True)
@@ -488,6 +501,8 @@ def _check_ranges(cfg: RunConfig) -> None:
                             ("train.weight_decay", cfg.train.weight_decay, "non-negative")):
         if not math.isfinite(value) or value < 0 or (low == "positive" and value == 0):
             raise ConfigError(f"{key} must be a finite {low} number, got {value}")
+    if cfg.model.prompt_depth < 0:
+        raise ConfigError(f"model.prompt_depth={cfg.model.prompt_depth}; expected 0 or more layers")
     if cfg.model.dim % cfg.model.heads:
         raise ConfigError(f"model.dim={cfg.model.dim} must be divisible by model.heads={cfg.model.heads}")
     if cfg.data.n_per_class < MIN_PER_CLASS:

@@ -92,9 +92,10 @@ class Features:
 
 
 def extraction(cfg) -> dict:
-    """The extraction settings of a RunConfig, as load_features takes them."""
+    """The extraction settings of a RunConfig, and the feature spaces it asks for, as load_features takes them."""
     e = cfg.encoders
-    return dict(batch_size=e.batch_size, workers=e.workers, shard_rows=e.shard_rows, in_memory_mb=e.in_memory_mb)
+    return dict(batch_size=e.batch_size, workers=e.workers, shard_rows=e.shard_rows, in_memory_mb=e.in_memory_mb,
+                shared_tower=cfg.model.shared_tower, depth=cfg.model.tower_cut)
 
 
 def take_rows(tokens: Tokens, rows: np.ndarray) -> Tokens:
@@ -104,13 +105,21 @@ def take_rows(tokens: Tokens, rows: np.ndarray) -> Tokens:
 
 def load_features(spec: str, modality: str, encoder_spec: str, n_per_class: int, seed: int, cache_dir: str = "",
                   batch_size: int = 64, device: torch.device | str = "cpu", progress: bool = True, workers: int = 0,
-                  shard_rows: int = 1024, in_memory_mb: int = 2048, **options) -> Features:
-    """The dataset spec names for modality, encoded by encoder_spec: both read from the cache when they can be."""
+                  shard_rows: int = 1024, in_memory_mb: int = 2048, shared_tower: bool = False, depth: int = 0,
+                  **options) -> Features:
+    """The dataset spec names for modality, encoded by encoder_spec (a real model's tower cut depth layers below
+    its top): both read from the cache when they can be."""
     raw = load_raw(spec, modality, n_per_class, seed, cache_dir, **options)
-    encoder, fingerprint = create_encoder(encoder_spec), data_fingerprint(raw)
+    encoder, fingerprint = create_encoder(encoder_spec, depth), data_fingerprint(raw)
     tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress, fingerprint, workers,
                              shard_rows, in_memory_mb)
-    return Features(raw, tokens, encoder.feature_space, [encoder.cache_key(), fingerprint])
+    return Features(raw, tokens, space_of(encoder, shared_tower), [encoder.cache_key(), fingerprint])
+
+
+def space_of(encoder, shared_tower: bool = False) -> str:
+    """The feature space encoder writes into; shared_tower: its network alone ("<modality>/<net>" -> "<net>"), one
+    input adapter for every modality that network encodes."""
+    return encoder.feature_space.removeprefix(f"{encoder.modality}/") if shared_tower else encoder.feature_space
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -129,8 +138,11 @@ def data_fingerprint(raw: RawData) -> str:
 class _Prepared(torch.utils.data.Dataset):
     """raw's samples one by one, each brought to the encoder's input shape (decoded here for a reader's files)."""
 
-    def __init__(self, raw: RawData, input_size: int):
-        self.x = raw.x
+    def __init__(self, raw: RawData, input_size: int, sample_rate: int = 0):
+        self.x, self.sample_rate = raw.x, raw.sample_rate
+        if raw.lazy and sample_rate and raw.sample_rate and hasattr(raw.x, "at_rate"):
+            # files decoded straight at the rate the encoder's processor asks for, not resampled twice
+            self.x, self.sample_rate = raw.x.at_rate(sample_rate), sample_rate
         conform = MODALITIES.get(raw.modality).conform
         self.conform = partial(conform, size=input_size) if raw.lazy and conform else None
 
@@ -161,14 +173,14 @@ def _encoded(encoder, raw: RawData, batches: list[list[int]], device: torch.devi
              bar: tqdm | None = None) -> Iterator[Tensor]:
     """encoder over raw's rows, batch by batch (files decoded by `workers` DataLoader processes): (B, T, F) float32
     on the CPU, one tensor per batch, in order."""
-    dataset = _Prepared(raw, getattr(encoder, "input_size", 64))
+    dataset = _Prepared(raw, getattr(encoder, "input_size", 64), getattr(encoder, "sample_rate", 0))
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=_stack,
                                          num_workers=workers if raw.lazy else 0)
     for x in loader:
         if isinstance(x, _Unreadable):
             raise ValueError(x.message)
         with torch.inference_mode():
-            tokens = encoder(encoder.preprocess(x, raw.sample_rate).to(device)).float().cpu()
+            tokens = encoder(encoder.preprocess(x, dataset.sample_rate).to(device)).float().cpu()
         if bar is not None:
             bar.update(len(x))
         yield tokens

@@ -45,6 +45,24 @@ class Registry(Generic[T]):
         return name in self._entries
 
 
+PLUGIN_GROUP = "mmcl_lab.plugins"  # entry points of installed packages: name = "my_pkg.my_module"
+
+
+def load_plugins(modules: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """Import every module of the 'mmcl_lab.plugins' entry point group, then each of modules, so that what they
+    register can be named in configs; the modules imported. A module that fails to import is an error naming it."""
+    import importlib
+    from importlib.metadata import entry_points
+
+    found = [(ep.value, f"entry point {ep.name!r} of group {PLUGIN_GROUP}") for ep in entry_points(group=PLUGIN_GROUP)]
+    for name, origin in [*found, *((m, "--import") for m in modules)]:
+        try:
+            importlib.import_module(name.partition(":")[0])
+        except Exception as err:
+            raise ValueError(f"plug-in {name!r} ({origin}) failed to import: {type(err).__name__}: {err}") from None
+    return [name for name, _ in found] + list(modules)
+
+
 def _origin(obj) -> tuple[str, str]:
     return getattr(obj, "__module__", ""), getattr(obj, "__qualname__", repr(obj))
 

@@ -15,3 +15,5 @@ mmcl-lab compare --preset default --methods er,comm,slca --memory --seeds 0,1,2 
 python scripts/memory_curve.py "$out/interleaved/runs.csv" docs/memory_curve.png
 # 4. a second task order: seeded random, 5 seeds
 mmcl-lab compare --preset default --out "$out/random" stream.order=random
+# 5. one shared tower (the format no longer tells the modality): every method and the ablation, 5 seeds
+mmcl-lab compare --preset default --ablation --out "$out/shared" model.shared_tower=true

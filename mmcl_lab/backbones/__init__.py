@@ -2,6 +2,6 @@
 
 from .base import Backbone, EmbeddingModel, build_backbone, register_backbone
 
-from . import binding  # noqa: E402,F401  (registration)
+from . import binding, towers  # noqa: E402,F401  (registration)
 
 __all__ = ["Backbone", "EmbeddingModel", "build_backbone", "register_backbone"]

@@ -8,6 +8,7 @@ space. Methods train or prompt that model; the run builds the backbone by name (
 
 from __future__ import annotations
 
+import zlib
 from abc import ABC, abstractmethod
 from typing import Any, Protocol, Sequence
 
@@ -58,6 +59,34 @@ class Backbone(ABC):
     @abstractmethod
     def checksum(self) -> str:
         """A short hash of the weights a pretrained model starts from."""
+
+    def describe(self) -> str:
+        """One line for reports: what this backbone is and where its weights came from."""
+        how = f"built in {self.seconds:.1f} s" if self.seconds else "read from the cache"
+        return f"backbone {type(self).__name__} {self.key} ({how}; weights {self.checksum()})"
+
+
+def space_key(space: str) -> str:
+    """A ModuleDict key for a feature space (spaces can be paths, and keys may not contain "."): a stable hash."""
+    return f"space_{zlib.crc32(space.encode()):08x}"
+
+
+class CosineLogits(nn.Module):
+    """Cosine logits against frozen class texts over a temperature: the head every embedding model shares
+    (needs `class_text` (C, E) and `log_scale`, log 1 / temperature)."""
+
+    class_text: Tensor
+    log_scale: nn.Parameter
+
+    @property
+    def temperature(self) -> float:
+        """The temperature cosine logits are divided by."""
+        return float(1.0 / self.log_scale.detach().exp().clamp(max=100.0))
+
+    def logits(self, z: Tensor, classes: Tensor | list[int] | None = None) -> Tensor:
+        """Cosine similarity to class texts over a temperature: (B, E) -> (B, C)."""
+        text = self.class_text if classes is None else self.class_text[classes]
+        return z @ text.T * self.log_scale.exp().clamp(max=100.0)  # (B, E) @ (E, C) -> (B, C)
 
 
 def build_backbone(cfg: RunConfig, stream, device: torch.device | str = "cpu",

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +30,7 @@ from ..encoders import create_encoder
 from ..features import extraction, load_features
 from ..utils import (atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file, tensor_file_bytes,
                      tensors_digest)
-from .base import Backbone, register_backbone
+from .base import Backbone, CosineLogits, register_backbone, space_key
 
 N_POOL = 2  # pooled views of the data tokens: a mean and a learned weighting (a ramp at start)
 
@@ -41,12 +40,7 @@ def _pool_init(n_tokens: int) -> Tensor:
     return torch.stack([torch.full((n_tokens,), 1.0 / n_tokens), ramp / n_tokens], dim=1)  # (T, 2)
 
 
-def _key(space: str) -> str:
-    # ModuleDict keys may not contain "." (feature spaces can be paths), so key by a stable hash.
-    return f"space_{zlib.crc32(space.encode()):08x}"
-
-
-class AlignmentModel(nn.Module):
+class AlignmentModel(CosineLogits):
     """Frozen tokens of any feature space -> L2-normalised embeddings comparable with class-name texts.
 
     Per feature space (an input adapter): LayerNorm + Linear to width dim, learned token positions, and
@@ -60,11 +54,12 @@ class AlignmentModel(nn.Module):
     def __init__(self, feature_spaces: dict[str, tuple[int, int]], class_text: Tensor, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.inputs = nn.ModuleDict({_key(s): nn.Sequential(nn.LayerNorm(f), nn.Linear(f, cfg.dim))
+        self.inputs = nn.ModuleDict({space_key(s): nn.Sequential(nn.LayerNorm(f), nn.Linear(f, cfg.dim))
                                      for s, (_, f) in feature_spaces.items()})
-        self.positions = nn.ParameterDict({_key(s): nn.Parameter(0.02 * torch.randn(t, cfg.dim))
+        self.positions = nn.ParameterDict({space_key(s): nn.Parameter(0.02 * torch.randn(t, cfg.dim))
                                            for s, (t, _) in feature_spaces.items()})
-        self.pooling = nn.ParameterDict({_key(s): nn.Parameter(_pool_init(t)) for s, (t, _) in feature_spaces.items()})
+        self.pooling = nn.ParameterDict({space_key(s): nn.Parameter(_pool_init(t))
+                                         for s, (t, _) in feature_spaces.items()})
         self.blocks = nn.ModuleList([
             nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, dropout=0.0, batch_first=True, norm_first=True)
             for _ in range(cfg.layers)])
@@ -83,15 +78,10 @@ class AlignmentModel(nn.Module):
         """Width of a prompt token: the transformer's."""
         return self.cfg.dim
 
-    @property
-    def temperature(self) -> float:
-        """The temperature cosine logits are divided by."""
-        return float(1.0 / self.log_scale.detach().exp().clamp(max=100.0))
-
     def embed(self, x: Tensor, space: str, prompts: Tensor | None = None) -> Tensor:
         """(B, T, F) tokens [+ prompts (D, L, dim) or (B, D, L, dim) for the first D layers] -> (B, E) unit
         vectors."""
-        key = _key(space)
+        key = space_key(space)
         if key not in self.inputs:
             raise KeyError(f"feature space {space!r} is unknown to this model")
         expected = self.inputs[key][0].normalized_shape[0]
@@ -118,11 +108,6 @@ class AlignmentModel(nn.Module):
     def forward(self, x: Tensor, space: str, prompts: Tensor | None = None) -> Tensor:
         """embed(); a forward lets torch.func (per-sample gradients) call the model functionally."""
         return self.embed(x, space, prompts)
-
-    def logits(self, z: Tensor, classes: Tensor | list[int] | None = None) -> Tensor:
-        """Cosine similarity to class texts over a temperature: (B, E) -> (B, C)."""
-        text = self.class_text if classes is None else self.class_text[classes]
-        return z @ text.T * self.log_scale.exp().clamp(max=100.0)  # (B, E) @ (E, C) -> (B, C)
 
     def load_backbone(self, state: dict[str, Tensor]) -> None:
         """Load pretrained weights (everything but the class texts, which belong to the stream)."""
@@ -152,8 +137,10 @@ class Corpus:
         return merge_spaces((p.space, p.x.shape[1:]) for p in self.pools)
 
 
-def build_corpus(cfg: RunConfig, text_tower, device: torch.device | str = "cpu", progress: bool = False) -> Corpus:
-    """Generate (cached) and encode (cached) the corpus of every stream modality with the stream's encoders."""
+def build_corpus(cfg: RunConfig, text_tower, device: torch.device | str = "cpu", progress: bool = False,
+                 text_towers: dict | None = None) -> Corpus:
+    """Generate (cached) and encode (cached) the corpus of every stream modality with the stream's encoders; class
+    texts by text_tower, or by each modality's own (text_towers: modality -> tower, as real models pair them)."""
     pools, names, mods, texts, keys = [], [], [], [], []
     for m in cfg.stream.modalities:
         entry = cfg.modalities[m]
@@ -166,7 +153,11 @@ def build_corpus(cfg: RunConfig, text_tower, device: torch.device | str = "cpu",
         mods += [m] * len(feats.raw.class_names)
         texts += [template_for(entry.template, feats.raw).format(n) for n in feats.raw.class_names]
         keys.append(feats.key)
-    class_text = text_tower.encode(texts).float()
+    if text_towers is None:
+        class_text = text_tower.encode(texts).float()
+    else:  # (V, E) in vocabulary order, each modality's names through its own text tower
+        class_text = torch.cat([text_towers[m].encode([t for t, tm in zip(texts, mods) if tm == m]).float()
+                                for m in dict.fromkeys(mods)])
     return Corpus(pools, tuple(names), tuple(mods), class_text, digest([keys, cfg.encoders.text, texts], 20))
 
 
@@ -236,6 +227,12 @@ class BindingBackbone(Backbone):
 
     def checksum(self) -> str:
         return weights_checksum(self.state)
+
+    def describe(self) -> str:
+        corpus, how = self.reference, f"pretrained in {self.seconds:.1f} s" if self.seconds else "read from the cache"
+        return (f"backbone binding {self.key} ({how}; weights {self.checksum()}): {self.model_cfg.layers} layers x "
+                f"{self.model_cfg.dim}, corpus of {sum(len(p.y) for p in corpus.pools)} samples over "
+                f"{len(corpus.class_names)} class names")
 
 
 @register_backbone("binding")

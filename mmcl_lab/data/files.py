@@ -9,6 +9,7 @@ which file was in which split.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -79,6 +80,11 @@ class FileSamples(LazySamples):
 
     def __getitem__(self, i: int) -> np.ndarray:
         return decode_file(self.root / self.ids[i], self.modality, self.read)
+
+    def at_rate(self, rate: int) -> FileSamples:
+        """The same files decoded at rate (audio-like modalities, whose reader takes a rate)."""
+        return FileSamples(self.root, self.ids, self.modality,
+                           functools.partial(self.read or MODALITIES.get(self.modality).read, rate=rate))
 
     def manifest(self) -> list[tuple[str, int, int]]:
         out = []

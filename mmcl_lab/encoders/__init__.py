@@ -1,9 +1,9 @@
 """Frozen encoders, one file per family, registered by name (base.py holds the contract)."""
 
-from .base import (Encoder, TextEncoder, as_float_tensor, create_encoder, depth_to_image, log_mel, register_encoder,
-                   seeded_init)
+from .base import (Encoder, TextEncoder, Tower, TowerTop, as_float_tensor, create_encoder, depth_to_image, log_mel,
+                   register_encoder, seeded_init)
 
-from . import efficientnet, hf, text, tiny  # noqa: E402,F401  (registration)
+from . import clap, clip, efficientnet, hf, text, tiny  # noqa: E402,F401  (registration)
 
-__all__ = ["Encoder", "TextEncoder", "as_float_tensor", "create_encoder", "depth_to_image", "log_mel",
-           "register_encoder", "seeded_init"]
+__all__ = ["Encoder", "TextEncoder", "Tower", "TowerTop", "as_float_tensor", "create_encoder", "depth_to_image",
+           "log_mel", "register_encoder", "seeded_init"]

@@ -51,6 +51,47 @@ class Encoder(nn.Module):
         return f"{self.feature_space}|{self.modality}|{type(self).__name__}|v{self.version}|{digest(code)}"
 
 
+class TowerTop(nn.Module):
+    """The top of a real model's modality tower, above its cached features: the last `layers` transformer layers
+    (each with a prompt hook), the final norm and the projection into the model's text-aligned space."""
+
+    layers: int = 0  # layers with a prompt hook
+    width: int = 0  # width of a prompt token: the tower's hidden size
+    log_scale: float = 0.0  # log of the logit scale the model was trained with (CLIP's logit_scale)
+
+    def forward(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
+        """(B, T, F) cached tokens [+ prompts (B, D, L, width), D <= layers, for the first D of these layers]
+        -> (B, E) projected embeddings (not normalised)."""
+        raise NotImplementedError
+
+
+class Tower(Encoder):
+    """A modality tower of a real aligned model (CLIP, CLAP, a binding model), cut `depth` layers below its top:
+    forward() runs it up to the cut (the features the cache keeps), top() is the rest, which the model runs (the
+    `towers` backbone); depth 0 caches the projected embedding itself, as one token per input (or per frame)."""
+
+    depth: int = 0
+    sample_rate: int = 0  # audio towers: the rate the checkpoint's processor asks for (readers decode at it)
+
+    def top(self) -> TowerTop:
+        """A copy of the layers above the cut, with the final norm and the projection, in its own module."""
+        raise NotImplementedError
+
+    def text_tower(self) -> TextEncoder | None:
+        """The text tower this tower was aligned with, when the checkpoint holds one."""
+        return None
+
+    def cache_key(self) -> str:
+        return f"{super().cache_key()}|cut{self.depth}"
+
+
+def split_layers(layers: nn.ModuleList, depth: int, name: str) -> int:
+    """Where a tower of len(layers) layers is cut to leave depth on top; an error naming the tower if it has fewer."""
+    if not 0 <= depth <= len(layers):
+        raise ValueError(f"model.prompt_depth={depth}: {name} has {len(layers)} layers; choose 0..{len(layers)}")
+    return len(layers) - depth
+
+
 class TextEncoder(nn.Module):
     """A frozen text encoder mapping strings to L2-normalised embeddings (N, E)."""
 
@@ -77,11 +118,13 @@ def safetensors_only(path: str, name: str) -> str:
     return path
 
 
-def create_encoder(spec: str) -> nn.Module:
-    """Build an encoder from "name" or "name@path-or-hub-id" (the argument goes to the constructor)."""
+def create_encoder(spec: str, depth: int = 0) -> nn.Module:
+    """Build an encoder from "name" or "name@path-or-hub-id" (the argument goes to the constructor); a real
+    model's Tower is cut depth layers below its top (other encoders have no cut and ignore it)."""
     name, _, arg = spec.partition("@")
     factory: Callable = ENCODERS.get(name)
-    encoder = factory(arg) if arg else factory()
+    options = {"depth": depth} if isinstance(factory, type) and issubclass(factory, Tower) else {}
+    encoder = factory(arg, **options) if arg else factory(**options)
     return encoder.eval().requires_grad_(False)
 
 

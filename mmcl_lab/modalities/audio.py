@@ -13,21 +13,22 @@ SAMPLE_RATE, MAX_SECONDS = 22050, 5.0  # folder audio: mono at SAMPLE_RATE, the 
 MIN_RATE = 1000  # below this a file is not sound to learn from: resampling would invent it
 
 
-def read_audio(path: Path) -> np.ndarray:
-    """One sound file as a mono (SAMPLE_RATE * MAX_SECONDS,) float32 waveform."""
+def read_audio(path: Path, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """One sound file as a mono (rate * MAX_SECONDS,) float32 waveform (rate: SAMPLE_RATE, or the one an encoder's
+    processor asks for)."""
     import soundfile as sf
     import torch
     import torchaudio.functional as AF
 
-    wav, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    wav, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     if not len(wav):
         raise ValueError("empty file: no audio samples")
-    if rate < MIN_RATE:
-        raise ValueError(f"sample rate {rate} Hz is below {MIN_RATE} Hz")
+    if file_rate < MIN_RATE:
+        raise ValueError(f"sample rate {file_rate} Hz is below {MIN_RATE} Hz")
     wav = torch.from_numpy(wav.mean(1))
-    if rate != SAMPLE_RATE:
-        wav = AF.resample(wav, rate, SAMPLE_RATE)
-    out = np.zeros(int(SAMPLE_RATE * MAX_SECONDS), dtype=np.float32)
+    if file_rate != rate:
+        wav = AF.resample(wav, file_rate, rate)
+    out = np.zeros(int(rate * MAX_SECONDS), dtype=np.float32)
     clip = wav.numpy()[: len(out)]
     out[: len(clip)] = clip
     return out

@@ -36,8 +36,10 @@ def load_clip(path: str) -> SimpleNamespace:
     from transformers.utils import logging
 
     logging.disable_progress_bar()
-    kind = AutoConfig.from_pretrained(safetensors_only(path, "clip")).model_type
-    out = SimpleNamespace(vision=None, visual_projection=None, text=None, text_projection=None, log_scale=None)
+    config = AutoConfig.from_pretrained(safetensors_only(path, "clip"))
+    kind, licence = config.model_type, getattr(config, "license", None) or "the checkpoint's own (see its model card)"
+    out = SimpleNamespace(vision=None, visual_projection=None, text=None, text_projection=None, log_scale=None,
+                          license=licence)
     if kind == "clip":
         m = CLIPModel.from_pretrained(path, use_safetensors=True)
         out.vision, out.visual_projection = m.vision_model, m.visual_projection
@@ -52,12 +54,6 @@ def load_clip(path: str) -> SimpleNamespace:
         raise ValueError(f"{path}: a {kind!r} checkpoint; expected a CLIP model or one CLIP tower with projection")
     m.eval().requires_grad_(False)
     return out
-
-
-def _licence(path: str) -> str:
-    from transformers import AutoConfig
-
-    return getattr(AutoConfig.from_pretrained(path), "license", None) or "the checkpoint's own (see its model card)"
 
 
 class ViTTop(TowerTop):
@@ -119,7 +115,7 @@ class CLIPVisionTower(Tower):
         self.dim = cfg.hidden_size if depth else self.projection.out_features
         crop = self.processor.crop_size
         self.input_size = crop["height"] if isinstance(crop, dict) else getattr(crop, "height", cfg.image_size)
-        self.license = _licence(path)
+        self.license = parts.license
         self.feature_space = f"{self.modality}/clip:{path}"
 
     def _pixels(self, images: np.ndarray) -> Tensor:
@@ -219,7 +215,7 @@ class CLIPText(TextEncoder):
             raise ValueError(f"{path}: holds no text tower (a vision tower only)")
         self.text, self.projection = parts.text, parts.text_projection
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.dim, self.license = self.projection.out_features, _licence(path)
+        self.dim, self.license = self.projection.out_features, parts.license
 
     @torch.no_grad()
     def encode(self, texts: list[str]) -> Tensor:

@@ -98,7 +98,8 @@ def main() -> None:
     OUT.mkdir(exist_ok=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
     extracted, feats = extraction(cfg)
-    tables = {"extraction": extracted, "linear_probe": linear_probes(feats), "cached_vs_reencoded": cached_vs_reencoded(cfg)}
+    tables = {"extraction": extracted, "linear_probe": linear_probes(feats),
+              "cached_vs_reencoded": cached_vs_reencoded(cfg)}
     for name, table in tables.items():
         table.to_csv(OUT / f"features_{name}.csv", index=False)
         print(f"\n## {name}\n\n{table.to_markdown(index=False)}")

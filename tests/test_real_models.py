@@ -4,6 +4,7 @@ with a processor that differs from the defaults: the adapters must give what tra
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 
 from mmcl_lab.config import ConfigError, load_config
 from mmcl_lab.encoders import create_encoder
-from mmcl_lab.encoders.tiny_checkpoints import save_tiny_binding, save_tiny_clap, save_tiny_clip
+from mmcl_lab.encoders.tiny_checkpoints import save_tiny_binding, save_tiny_clap, save_tiny_clip, save_tiny_open_clip
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,59 @@ def test_binding_towers_file_and_its_errors(tiny, tmp_path):
         create_encoder(f"image/clip@{tiny['clip']}", 9)
 
 
+def _open_clip():
+    """open_clip (the open_clip extra, part of [test]): skipped where it is missing, except in CI, which installs it."""
+    if os.environ.get("CI"):
+        import open_clip
+        return open_clip
+    return pytest.importorskip("open_clip")
+
+
+@pytest.fixture(scope="module")
+def tiny_open_clip(tmp_path_factory):
+    _open_clip()
+    return save_tiny_open_clip(tmp_path_factory.mktemp("tiny") / "open_clip")
+
+
+@torch.no_grad()
+def test_open_clip_adapter_gives_the_checkpoints_own_embeddings(tiny_open_clip):
+    from PIL import Image
+
+    open_clip = _open_clip()
+    where = f"local-dir:{tiny_open_clip}"
+    model, _, transform = open_clip.create_model_and_transforms(where)
+    tokenizer = open_clip.get_tokenizer(where)
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 36, 3), dtype=np.uint8)
+    pixels = torch.stack([transform(Image.fromarray(i)) for i in images])
+    reference = model.eval().encode_image(pixels)  # (3, 16): projected
+    for depth in (0, 2):
+        enc = create_encoder(f"image/openclip@{tiny_open_clip}", depth)
+        tokens = enc(enc.preprocess(images))
+        assert tokens.shape == ((3, 1, 16) if depth == 0 else (3, 17, 32))
+        torch.testing.assert_close(tokens[:, 0] if depth == 0 else enc.top()(tokens), reference)
+    # the checkpoint's transform squashes to 32 px with its own mean and std: CLIP's defaults give other pixels
+    default = F.interpolate(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255, size=(32, 32), mode="bicubic")
+    default = (default - torch.tensor([0.4815, 0.4578, 0.4082]).view(1, 3, 1, 1)) / torch.tensor(
+        [0.2686, 0.2613, 0.2758]).view(1, 3, 1, 1)
+    assert (default - pixels).abs().max() > 0.5
+    text = enc.text_tower().encode(["a dog", "a cat"])
+    torch.testing.assert_close(text, F.normalize(model.encode_text(tokenizer(["a dog", "a cat"])), dim=-1))
+    assert enc.top().log_scale == pytest.approx(model.logit_scale.item())
+    video = create_encoder(f"video/openclip@{tiny_open_clip}", 1)
+    clips = np.random.default_rng(1).integers(0, 256, (2, 3, 20, 20), dtype=np.uint8)  # (B, T, H, W) grey frames
+    tokens = video(video.preprocess(clips))
+    assert tokens.shape == (2, 3 * 17, 32) and video.top()(tokens).shape == (2, 16)
+
+
+def test_open_clip_adapter_errors_name_the_directory(tmp_path):
+    _open_clip()
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match="no open_clip_config.json"):
+        create_encoder(f"image/openclip@{tmp_path}")
+    with pytest.raises(ValueError, match="needs weights: use 'depth/openclip@<local dir"):
+        create_encoder("depth/openclip")
+
+
 def _towers_cfg(tiny, tmp_path, **extra):
     clip, clap = tiny["clip"], tiny["clap"]
     return load_config("ci", {"model.backbone": "towers", "model.prompt_depth": 2, "method.name": "comm",
@@ -143,6 +197,21 @@ def test_a_tiny_clip_and_clap_train_comm_end_to_end_with_prompts_inside_their_to
     assert prompts and any(v.abs().sum() > 0 for v in prompts.values()), sorted(method)
     provenance = json.loads((run.path / "provenance.json").read_text())
     assert provenance.get("backbone") == backbone.key
+
+
+def test_a_tiny_open_clip_trains_comm_with_prompts_inside_its_vision_tower(tiny, tiny_open_clip, tmp_path):
+    import pandas as pd
+
+    from mmcl_lab.run import run_stream
+
+    oc = tiny_open_clip
+    cfg = _towers_cfg(tiny, tmp_path, **{"modalities.image.encoder": f"image/openclip@{oc}",
+                                         "modalities.depth.encoder": f"depth/openclip@{oc}",
+                                         "modalities.video.encoder": f"video/openclip@{oc}",
+                                         "stream.tasks_per_modality": 1, "train.epochs": 1})
+    run = run_stream(cfg, tmp_path / "run")
+    results = pd.read_csv(run.path / "results.csv")
+    assert set(results.step) >= {-1, 3} and np.isfinite(results.value).all()
 
 
 def test_towers_backbone_refuses_an_encoder_that_is_no_real_tower(tiny, tmp_path):

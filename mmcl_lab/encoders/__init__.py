@@ -3,7 +3,7 @@
 from .base import (Encoder, TextEncoder, Tower, TowerTop, as_float_tensor, create_encoder, depth_to_image, log_mel,
                    register_encoder, seeded_init)
 
-from . import clap, clip, efficientnet, hf, text, tiny  # noqa: E402,F401  (registration)
+from . import clap, clip, efficientnet, hf, openclip, text, tiny  # noqa: E402,F401  (registration)
 
 __all__ = ["Encoder", "TextEncoder", "Tower", "TowerTop", "as_float_tensor", "create_encoder", "depth_to_image",
            "log_mel", "register_encoder", "seeded_init"]

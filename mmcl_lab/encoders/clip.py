@@ -10,7 +10,6 @@ are MIT, ImageBind's are CC-BY-NC 4.0; `license` says what the checkpoint's conf
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from pathlib import Path
@@ -22,8 +21,8 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from .base import (TextEncoder, Tower, TowerTop, as_float_tensor, depth_to_image, log_mel, register_encoder,
-                   safetensors_only, split_layers)
+from .base import TextEncoder, register_encoder, safetensors_only, split_layers
+from .vit import AudioInput, DepthInput, ImageInput, VideoInput, VisionTower, ViTTop, as_rgb
 
 DEFAULT_LOGIT_SCALE = 100.0  # CLIP's trained value (the clamp it reached); for towers saved without a scale
 
@@ -56,42 +55,19 @@ def load_clip(path: str) -> SimpleNamespace:
     return out
 
 
-class ViTTop(TowerTop):
-    """The last layers of a CLIP vision transformer with VPT-deep prompts (inserted after the class token at each
-    layer and dropped after it), then post_layernorm on the class token and the visual projection. Video: each
-    frame runs on its own (its tokens_per_frame cached tokens) and the frame embeddings are averaged (CLIP4Clip's
-    mean pooling)."""
+class ClassTokenHead(nn.Module):
+    """CLIP's head on a vision transformer's last hidden states: post_layernorm on the class token, then the visual
+    projection: (N, 1 + P, hidden) -> (N, E)."""
 
-    def __init__(self, layers: list[nn.Module], post_layernorm: nn.Module, projection: nn.Module, log_scale: float,
-                 tokens_per_frame: int = 0):
+    def __init__(self, post_layernorm: nn.Module, projection: nn.Module):
         super().__init__()
-        self.blocks = nn.ModuleList(copy.deepcopy(layers))
-        self.post_layernorm, self.projection = copy.deepcopy(post_layernorm), copy.deepcopy(projection)
-        self.layers, self.log_scale = len(layers), log_scale
-        self.width = post_layernorm.normalized_shape[0]
-        self.tokens_per_frame = tokens_per_frame  # 0: one image per input
+        self.post_layernorm, self.projection = post_layernorm, projection
 
-    def forward(self, tokens: Tensor, prompts: Tensor | None = None) -> Tensor:
-        b = tokens.shape[0]
-        frames = tokens.shape[1] // self.tokens_per_frame if self.tokens_per_frame else 1
-        if not self.layers:  # the cache holds projected embeddings already: (B, frames, E)
-            return tokens.mean(1)
-        h = tokens.reshape(b * frames, -1, tokens.shape[-1])  # (B * frames, 1 + P, hidden)
-        if prompts is not None and frames > 1:
-            prompts = prompts.repeat_interleave(frames, dim=0)  # the clip's prompts for each of its frames
-        depth = 0 if prompts is None else prompts.shape[1]
-        for k, block in enumerate(self.blocks):
-            if k < depth:
-                n = prompts.shape[2]
-                h = block(torch.cat([h[:, :1], prompts[:, k], h[:, 1:]], dim=1), None)  # (B', 1 + L + P, hidden)
-                h = torch.cat([h[:, :1], h[:, 1 + n:]], dim=1)  # prompt outputs dropped: (B', 1 + P, hidden)
-            else:
-                h = block(h, None)
-        z = self.projection(self.post_layernorm(h[:, 0]))  # (B * frames, E)
-        return z.view(b, frames, -1).mean(1)  # (B, E)
+    def forward(self, h: Tensor) -> Tensor:
+        return self.projection(self.post_layernorm(h[:, 0]))
 
 
-class CLIPVisionTower(Tower):
+class CLIPVisionTower(VisionTower):
     """A CLIP vision tower, cut `depth` layers below its top: (B, 3, S, S) pixels from the checkpoint's image
     processor -> (B, 1 + P, hidden) hidden states at the cut, or (B, 1, E) projected embeddings at depth 0."""
 
@@ -105,6 +81,7 @@ class CLIPVisionTower(Tower):
         if parts.vision is None:
             raise ValueError(f"{path}: holds no vision tower (a text tower only)")
         self.vision, self.projection, self.path = parts.vision, parts.visual_projection, path
+        self.head = ClassTokenHead(self.vision.post_layernorm, self.projection)
         self._text_path = path if text_path is None and parts.text is not None else text_path
         self.log_scale = parts.log_scale if log_scale is None else log_scale
         self.processor = AutoImageProcessor.from_pretrained(path)
@@ -119,22 +96,16 @@ class CLIPVisionTower(Tower):
         self.feature_space = f"{self.modality}/clip:{path}"
 
     def _pixels(self, images: np.ndarray) -> Tensor:
-        """(B, H, W) grey or (B, H, W, 3) uint8 images -> (B, 3, S, S) by the checkpoint's own processor."""
-        rgb = np.repeat(images[..., None], 3, axis=-1) if images.ndim == 3 else images  # grey as PIL's RGB does
-        return self.processor(images=list(rgb), return_tensors="pt")["pixel_values"]
+        return self.processor(images=list(as_rgb(images)), return_tensors="pt")["pixel_values"]
 
-    def _run(self, pixels: Tensor) -> Tensor:  # (N, 3, S, S) -> (N, 1 + P, hidden) at the cut, or (N, E)
+    def _run(self, pixels: Tensor) -> Tensor:
         h = self.vision.pre_layrnorm(self.vision.embeddings(pixels))
         for layer in self.vision.encoder.layers[: self.cut]:
             h = layer(h, None)
-        return h if self.depth else self.projection(self.vision.post_layernorm(h[:, 0]))
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, 3, S, S) -> (B, 1 + P, hidden) or (B, 1, E)
-        h = self._run(x)
-        return h if self.depth else h[:, None]
+        return h if self.depth else self.head(h)
 
     def top(self) -> ViTTop:
-        return ViTTop(list(self.vision.encoder.layers[self.cut:]), self.vision.post_layernorm, self.projection,
+        return ViTTop(list(self.vision.encoder.layers[self.cut:]), self.head, self.vision.config.hidden_size,
                       self.log_scale if self.log_scale is not None else math.log(DEFAULT_LOGIT_SCALE))
 
     def text_tower(self) -> TextEncoder | None:
@@ -144,60 +115,24 @@ class CLIPVisionTower(Tower):
         return f"{super().cache_key()}|{self.processor.to_json_string()}"
 
 
-def _as_uint8(images: Tensor) -> np.ndarray:  # (B, H, W) in [0, 1] -> uint8, as an image file would hold them
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
 @register_encoder("image/clip")
-class ImageCLIP(CLIPVisionTower):
+class ImageCLIP(ImageInput, CLIPVisionTower):
     """CLIP's vision tower on grey or colour images."""
-
-    modality = "image"
-
-    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        return self._pixels(np.asarray(x, dtype=np.uint8))
 
 
 @register_encoder("depth/clip")
-class DepthCLIP(CLIPVisionTower):
-    """CLIP's vision tower on depth maps rendered as grey images (near = bright), as CLIP-based depth studies do."""
-
-    modality = "depth"
-
-    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        return self._pixels(_as_uint8(depth_to_image(as_float_tensor(x))))
+class DepthCLIP(DepthInput, CLIPVisionTower):
+    """CLIP's vision tower on depth maps rendered as grey images."""
 
 
 @register_encoder("audio/clip")
-class AudioCLIP(CLIPVisionTower):
-    """CLIP's vision tower on log-mel spectrograms drawn as grey images (low frequencies at the bottom)."""
-
-    modality = "audio"
-
-    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        return self._pixels(_as_uint8(log_mel(as_float_tensor(x), sample_rate).flip(1)))
+class AudioCLIP(AudioInput, CLIPVisionTower):
+    """CLIP's vision tower on log-mel spectrograms drawn as grey images."""
 
 
 @register_encoder("video/clip")
-class VideoCLIP(CLIPVisionTower):
-    """CLIP's vision tower frame by frame: (B, T * (1 + P), hidden) at the cut, or (B, T, E) frame embeddings;
-    the model averages the frames' embeddings."""
-
-    modality = "video"
-
-    def preprocess(self, x: np.ndarray, sample_rate: int = 0) -> Tensor:
-        b, t = x.shape[:2]
-        frames = self._pixels(np.asarray(x, dtype=np.uint8).reshape(b * t, *x.shape[2:]))
-        return frames.view(b, t, *frames.shape[1:])
-
-    def forward(self, x: Tensor) -> Tensor:  # (B, T, 3, S, S) -> (B, T * (1 + P), hidden) or (B, T, E)
-        b, t = x.shape[:2]
-        return self._run(x.flatten(0, 1)).reshape(b, -1 if self.depth else t, self.dim)
-
-    def top(self) -> ViTTop:
-        top = super().top()
-        top.tokens_per_frame = self.tokens_per_image if self.depth else 0
-        return top
+class VideoCLIP(VideoInput, CLIPVisionTower):
+    """CLIP's vision tower frame by frame; the top averages the frames' embeddings."""
 
 
 @register_encoder("text/clip")

@@ -1,6 +1,6 @@
-"""Tiny random CLIP, CLAP and binding-model checkpoints written to disk with their processors and tokenizers, so
-that tests, benchmarks and the real-model notebook run the real adapters without downloading anything. Their
-processors differ from the defaults on purpose (size, crop, mean, std, sample rate), so that code which
+"""Tiny random CLIP, CLAP, open_clip and binding-model checkpoints written to disk with their processors and
+tokenizers, so that tests, benchmarks and the real-model notebook run the real adapters without downloading anything.
+Their processors differ from the defaults on purpose (size, crop, mean, std, sample rate), so that code which
 preprocessed by hand would give other inputs than the checkpoint's own processor."""
 
 from __future__ import annotations
@@ -96,3 +96,27 @@ def save_tiny_binding(path: str | Path, modalities: tuple[str, ...] = ("image", 
     spec = {"text": "text", "towers": {m: m for m in modalities}, "logit_scale": 50.0}
     (path / "towers.yaml").write_text(yaml.safe_dump(spec))
     return path / "towers.yaml"
+
+
+def save_tiny_open_clip(path: str | Path, layers: int = 4, seed: int = 0) -> Path:
+    """A random open_clip CLIP (ViT: 32 px, 8 px patches, `layers` layers, width 32; 16-d embedding; open_clip's own
+    BPE tokenizer, 16 tokens) in open_clip's hub layout, with a non-default transform (squash resize, bilinear,
+    other mean and std), at path. Needs open_clip (the open_clip extra)."""
+    import json
+
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model_cfg = {"embed_dim": 16,
+                 "vision_cfg": {"image_size": 32, "layers": layers, "width": WIDTH, "head_width": 16, "patch_size": 8},
+                 "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": WIDTH, "heads": 2, "layers": 2}}
+    preprocess_cfg = {"mean": [0.3, 0.5, 0.7], "std": [0.2, 0.3, 0.25], "interpolation": "bilinear",
+                      "resize_mode": "squash"}
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path / "open_clip_model.safetensors")
+    (path / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}))
+    return path

@@ -26,15 +26,21 @@ def shard(batch: Batch, rank: int, world: int) -> Batch:
 
 
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
-    """All-reduce gradients so every process takes the same step (the DDP step, by hand: methods call
-    model.embed rather than forward, which DistributedDataParallel's hooks would need)."""
+    """Average gradients over the processes so every one takes the same step: DDP's bucketed all-reduce, one flat
+    bucket per dtype, by hand (methods call model.embed rather than forward, which DistributedDataParallel's
+    reducer needs to see each iteration)."""
     if world == 1:
         return
+    buckets: dict[torch.dtype, list[torch.nn.Parameter]] = {}
     for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad)
-        p.grad /= world
+        buckets.setdefault(p.dtype, []).append(p)
+    for bucket in buckets.values():
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in bucket]
+        flat = torch.cat([g.reshape(-1) for g in grads])  # (sum of numels,): one collective, not one per tensor
+        torch.distributed.all_reduce(flat)
+        flat /= world
+        for p, g in zip(bucket, flat.split([g.numel() for g in grads])):
+            p.grad = g.view_as(p)
 
 
 def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,

@@ -120,3 +120,29 @@ def test_a_killed_two_process_run_resumes_where_both_agree(tmp_path):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     pd.testing.assert_frame_equal(Run(killed).results(), Run(tmp_path / "whole").results())
+
+
+def test_gradients_are_averaged_in_one_all_reduce_per_dtype(tmp_path):
+    script = tmp_path / "average.py"
+    script.write_text('''
+import torch, torch.distributed as dist
+from mmcl_lab.train import average_gradients
+dist.init_process_group("gloo")
+rank, calls = dist.get_rank(), []
+reduce = dist.all_reduce
+dist.all_reduce = lambda t, *a, **k: calls.append(t.numel()) or reduce(t, *a, **k)
+params = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4)),
+          torch.nn.Parameter(torch.zeros(2, dtype=torch.float64)), torch.nn.Parameter(torch.zeros(5))]
+for k, p in enumerate(params[:3]):  # the last one got no gradient on either process
+    p.grad = torch.full_like(p, float(rank + 1) * (k + 1))
+average_gradients(params, 2)
+assert sorted(calls) == [2, 15], calls  # one bucket of 6 + 4 + 5 float32 values, one of 2 float64 values
+for k, p in enumerate(params[:3]):
+    assert torch.equal(p.grad, torch.full_like(p, 1.5 * (k + 1))), (k, p.grad)
+assert torch.equal(params[3].grad, torch.zeros(5)) and params[0].grad.shape == (3, 2)
+print("ok", rank)
+''')
+    proc = _torchrun(str(script))
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert out.count("ok") == 2

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -207,6 +209,7 @@ def _dispatch(args) -> int:
     from .config import load_config
     from .run import preflight, resume, run_stream
     from .streams import build_stream
+    from .timing import phase, phase_summary, phase_times
     from .utils import dist_info, resolve_device
 
     say = print if dist_info()[0] == 0 else (lambda *a, **k: None)
@@ -223,8 +226,12 @@ def _dispatch(args) -> int:
         start = time.perf_counter()
         run = run_stream(cfg, args.out, stream, overwrite=args.overwrite, backbone=backbone)
         say(f"trained {len(stream)} tasks with {cfg.method.name} in {time.perf_counter() - start:.1f} s")
-        say(report(run.path))
+        with phase("report"):
+            say(report(run.path))
         say(f"run directory: {run.path}")
+        say(f"time by phase: {phase_summary(phase_times())}")
+        if os.environ.get("MMCL_PHASES"):  # benchmarks/first_run.py reads them
+            Path(os.environ["MMCL_PHASES"]).write_text(json.dumps(phase_times()))
     elif args.command == "resume":
         run = resume(args.run_dir)
         say(report(run.path))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .data import RawData, load_raw
 from .encoders import create_encoder
 from .registry import MODALITIES
+from .timing import phase
 from .utils import atomic_write_bytes, barrier, cache_path, dist_info, read_tensor_file, tensor_file_bytes
 
 FIX = "delete it and the features are recomputed"
@@ -109,10 +110,13 @@ def load_features(spec: str, modality: str, encoder_spec: str, n_per_class: int,
                   **options) -> Features:
     """The dataset spec names for modality, encoded by encoder_spec (a real model's tower cut depth layers below
     its top): both read from the cache when they can be."""
-    raw = load_raw(spec, modality, n_per_class, seed, cache_dir, **options)
-    encoder, fingerprint = create_encoder(encoder_spec, depth), data_fingerprint(raw)
-    tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress, fingerprint, workers,
-                             shard_rows, in_memory_mb)
+    source = f"{modality} {spec.partition(':')[0]}"  # e.g. "video moving_digits"
+    with phase(f"data: {source}"):
+        raw = load_raw(spec, modality, n_per_class, seed, cache_dir, **options)
+    with phase(f"features: {source}"):
+        encoder, fingerprint = create_encoder(encoder_spec, depth), data_fingerprint(raw)
+        tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress, fingerprint, workers,
+                                 shard_rows, in_memory_mb)
     return Features(raw, tokens, space_of(encoder, shared_tower), [encoder.cache_key(), fingerprint])
 
 

@@ -35,6 +35,7 @@ from .registry import DATASETS
 from .rundir import (RESULT_COLUMNS, RETRIEVAL_COLUMNS, RUN_MARKER, Run, config_digest,  # noqa: F401
                      load_tensors)  # load_tensors: public
 from .streams import TaskStream, build_stream
+from .timing import phase
 from .trainlog import Callback, TrainLog
 from .utils import (CorruptFile, atomic_write_json, atomic_write_text, barrier, clean_stale_tmp, compute_dtype, digest,
                     dist_info, from_rank0, fsync_dir, resolve_device, seed_everything)
@@ -135,13 +136,15 @@ def _train(cfg: RunConfig, run: Run, results: pd.DataFrame, model, method, strea
         # The hooks outside the training loop always see the model in eval mode (a fresh or resumed model starts in
         # train mode, and the transformer's eval fast path rounds differently): resumed equals uninterrupted.
         model.eval()
-        method.before_task(model, task)
-        method.fit_task(model, task, cfg.train)
-        method.after_task(model, task)
+        with phase("train"):
+            method.before_task(model, task)
+            method.fit_task(model, task, cfg.train)
+            method.after_task(model, task)
         results = _record(run, results, model, method, stream, task.id, device, cfg.train.eval_batch_size)
         if dist_info()[0] == 0:
-            run.save_checkpoint(task.id, model, method, cfg, context.scaler)
-            atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
+            with phase("checkpoint"):
+                run.save_checkpoint(task.id, model, method, cfg, context.scaler)
+                atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
 
 
@@ -239,8 +242,9 @@ def check_paths(cfg: RunConfig) -> None:
 def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone, device) -> pd.DataFrame:
     """Write config, provenance and the step -1 results and probes into a staging folder beside the run, then
     rename it into place: a run directory exists whole or not at all."""
-    results = pd.DataFrame(evaluate(model, method, stream, -1, device, cfg.train.eval_batch_size)[0],
-                           columns=RESULT_COLUMNS)
+    with phase("evaluate"):
+        accuracy = evaluate(model, method, stream, -1, device, cfg.train.eval_batch_size)[0]
+    results = pd.DataFrame(accuracy, columns=RESULT_COLUMNS)
     if dist_info()[0] == 0:
         stage = Run(run.path.parent / f".{run.path.name}.{os.getpid()}.creating.tmp")
         shutil.rmtree(stage.path, ignore_errors=True)
@@ -308,7 +312,8 @@ def _check_replicas(model, device: torch.device) -> None:
 
 def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device,
             batch_size: int) -> pd.DataFrame:
-    accuracy, found = evaluate(model, method, stream, step, device, batch_size)
+    with phase("evaluate"):
+        accuracy, found = evaluate(model, method, stream, step, device, batch_size)
     rows = pd.DataFrame(accuracy, columns=RESULT_COLUMNS)
     results = pd.concat([results[results.step != step], rows], ignore_index=True) if len(results) else rows
     if dist_info()[0] == 0:  # replicas hold the same model; only the first process writes
@@ -319,10 +324,11 @@ def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, d
 
 def _write_step(run: Run, results: pd.DataFrame, model, method, stream, step: int, device, batch_size: int) -> None:
     run.write_results(results)
-    tensors, meta = capture(model, method, stream, device, batch_size)
-    run.save_probe(step, tensors)
-    if step == -1:
-        atomic_write_json(run.path / "probes" / "meta.json", meta)
+    with phase("probes"):
+        tensors, meta = capture(model, method, stream, device, batch_size)
+        run.save_probe(step, tensors)
+        if step == -1:
+            atomic_write_json(run.path / "probes" / "meta.json", meta)
 
 
 def resume(run_dir: str | Path, stream: TaskStream | None = None) -> Run:

@@ -50,15 +50,36 @@ def test_interrupted_then_resumed_equals_uninterrupted(ci_cfg, ci_stream, tmp_pa
     pd.testing.assert_frame_equal(straight, resumed)
 
 
-def test_cli_run_and_report(ci_cfg, tmp_path, capsys):
+def test_cli_run_and_report(ci_cfg, tmp_path, capsys, monkeypatch):
     out = tmp_path / "cli"
+    monkeypatch.setenv("MMCL_PHASES", str(tmp_path / "phases.json"))
     assert main(["run", "--preset", "ci", "method.name=finetune", "--out", str(out),
                  f"data.cache_dir={ci_cfg.data.cache_dir}"]) == 0  # overrides on both sides of an option
     text = capsys.readouterr().out
-    assert "accuracy R[step, task]" in text and "avg_acc" in text
+    assert "accuracy R[step, task]" in text and "avg_acc" in text and "time by phase: " in text
     assert (out / "results.csv").exists()
+    phases = json.loads((tmp_path / "phases.json").read_text())
+    assert {"train", "evaluate", "probes", "checkpoint", "report"} <= set(phases), sorted(phases)
+    assert all(s >= 0 for s in phases.values())
     assert main(["report", str(out)]) == 0
     assert main(["resume", str(out)]) == 0  # nothing left to do: same report
+
+
+def test_phases_count_their_own_time_not_that_of_nested_phases(monkeypatch):
+    from mmcl_lab import timing
+
+    clock = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    timing.reset_phases()
+    with timing.phase("outer"):
+        clock[0] += 1.0
+        with timing.phase("inner"):
+            clock[0] += 4.0
+        clock[0] += 0.5
+    with timing.phase("inner"):
+        clock[0] += 2.0
+    assert timing.phase_times() == {"inner": 6.0, "outer": 1.5}  # 7.5 s in all, each second counted once
+    assert timing.phase_summary(timing.phase_times()) == "inner 6.0 s, outer 1.5 s; 7.5 s in all"
 
 
 def test_existing_run_with_other_config_is_refused(ci_cfg, ci_stream, tmp_path):

@@ -94,7 +94,7 @@ def build_backbone(cfg: RunConfig, stream, device: torch.device | str = "cpu",
                    progress: bool | None = None) -> Backbone:
     """The backbone cfg.model.backbone names, with towers for the stream's feature spaces, built on device."""
     progress = cfg.train.progress if progress is None else progress
-    # its own time: pretraining or reading the weights, the text anchors (the corpus's data and features are phases
-    # of their own)
+    # One phase: pretraining or reading the weights, and the text anchors. The corpus's data and features are phases
+    # of their own.
     with phase(f"backbone: {cfg.model.backbone}"):
         return BACKBONES.get(cfg.model.backbone)(cfg, stream.feature_spaces, torch.device(device), progress)

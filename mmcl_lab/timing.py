@@ -1,7 +1,7 @@
 """Wall-clock time by phase of a run (data generation and feature extraction per source, the backbone's
-pretraining or loading, training, evaluation, probes, checkpoints, the report), summed over this process. Each phase counts only its own time, not that
-of the phases nested in it, so the phases add up to the time they cover. `mmcl-lab run` prints them;
-`benchmarks/first_run.py` tabulates them for a cold and a warm run."""
+pretraining or loading, training, evaluation, probes, checkpoints, the report), summed over this process. Each phase
+counts only its own time, not that of the phases nested in it, so the phases add up to the time they cover.
+`mmcl-lab run` prints them; `benchmarks/first_run.py` tabulates them for a cold and a warm run."""
 
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ def load_open_clip(path: str) -> SimpleNamespace:
     """The open_clip checkpoint at path, loaded once per process (several modalities share one model): the model,
     its evaluation transform, its tokenizer and its log logit scale."""
     open_clip = _open_clip()
-    where = Path(safetensors_only(path, "openclip")).expanduser()
+    where = Path(path).expanduser()  # callers have checked it with safetensors_only, naming their encoder
     if not (where / "open_clip_config.json").is_file():
         raise ValueError(f"{where}: no open_clip_config.json (expected open_clip's hub layout: open_clip_config.json "
                          "and open_clip_model.safetensors)")

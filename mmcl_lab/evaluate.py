@@ -28,10 +28,11 @@ def _accuracy(model, z, y, classes: list[int]) -> float:
 
 
 @torch.no_grad()
-def evaluate(model, method, stream, step: int, device: torch.device,
-             batch_size: int = 1024) -> tuple[list[dict], list[dict]]:
+def evaluate(model, method, stream, step: int, device: torch.device, batch_size: int = 1024,
+             embedded: dict[tuple[int, str | None], torch.Tensor] | None = None) -> tuple[list[dict], list[dict]]:
     """(accuracy rows, retrieval rows) after step, from one embedding of every test sample per setting, batch_size
-    samples at a time.
+    samples at a time. embedded, if given, receives those embeddings, (task id, modality hint) -> (N, E), for the
+    probes to reuse (probe.capture).
 
     Accuracy: one row per (setting, task): step, task, modality, setting, metric, value, n. metric "acc" is over
     label_space(); for the task just trained, "acc_final_space" is the same model over the stream's final
@@ -43,14 +44,16 @@ def evaluate(model, method, stream, step: int, device: torch.device,
     metric): step, modality, setting, direction, metric, value, queries."""
     model.eval()
     settings = SETTINGS if stream.modality_id_at_test else ("agnostic",)
+    embedded = {} if embedded is None else embedded  # (task, hint) -> (N, E)
     rows, found = [], []
     for setting in settings:
         seen: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # modality -> (z, y) of its trained tasks
         for task in stream:
-            hint = task.modality if setting == "known" else None
-            z = in_chunks(lambda x: method.embed(model, x, task.feature_space, hint), task.test_x, batch_size,
-                          device)  # (N, E)
-            y = task.test_y.to(device)
+            hint = task.modality if setting == "known" and method.reads_modality else None
+            if (task.id, hint) not in embedded:  # a method blind to the hint is embedded once for both settings
+                embedded[task.id, hint] = in_chunks(lambda x: method.embed(model, x, task.feature_space, hint),
+                                                    task.test_x, batch_size, device)  # (N, E)
+            z, y = embedded[task.id, hint], task.test_y.to(device)
             row = dict(step=step, task=task.id, modality=task.modality, setting=setting, n=len(y))
             acc = _accuracy(model, z, y, label_space(stream, step, task, setting))
             rows.append({**row, "metric": "acc", "value": acc})

@@ -14,18 +14,24 @@ from .retrieval import both_ways
 
 
 @torch.no_grad()
-def capture(model, method, stream, device, batch_size: int = 1024) -> tuple[dict[str, Tensor], dict]:
+def capture(model, method, stream, device, batch_size: int = 1024,
+            embedded: dict[tuple[int, str | None], Tensor] | None = None) -> tuple[dict[str, Tensor], dict]:
     """Probe embeddings (N, E) with the modality known, unknown, and known without re-alignment, batch_size samples
-    at a time."""
+    at a time; embedded (evaluate's embeddings of the whole test data, (task id, hint) -> (N, E)) supplies the
+    aligned ones it holds, since the probes are test samples."""
     model.eval()
     out: dict[str, list[Tensor]] = {"known": [], "agnostic": [], "known_unaligned": []}
     meta = {"label": [], "task": [], "modality": [], "sample": []}
     for task in stream:
         x, space = task.test_x[task.probe], task.feature_space
+        done = {(hint, True): z[task.probe].cpu() for (tid, hint), z in (embedded or {}).items() if tid == task.id}
         for kind, hint, aligned in (("known", task.modality, True), ("agnostic", None, True),
                                     ("known_unaligned", task.modality, False)):
-            out[kind].append(in_chunks(lambda b: method.embed(model, b, space, hint, aligned), x, batch_size,
-                                       device).cpu())
+            hint = hint if method.reads_modality else None
+            if (hint, aligned) not in done:
+                done[hint, aligned] = in_chunks(lambda b: method.embed(model, b, space, hint, aligned), x, batch_size,
+                                                device).cpu()
+            out[kind].append(done[hint, aligned])
         meta["label"] += task.test_y[task.probe].tolist()
         meta["task"] += [task.id] * len(task.probe)
         meta["modality"] += [task.modality] * len(task.probe)

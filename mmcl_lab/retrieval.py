@@ -1,5 +1,7 @@
 """Retrieval through the shared text space, as multimodal papers report it: Recall@K both ways and mAP per modality
-after every task, and an any-to-any matrix between modalities. The ranking metrics are torchmetrics'.
+after every task, and an any-to-any matrix between modalities. Both metrics rank every query of a similarity matrix
+at once, with one sort and one top-k: torchmetrics' retrieval classes give the same numbers (tests/test_retrieval.py
+checks them against it) but rank each query in a Python loop, and importing torchmetrics costs seconds at every start.
 
 Recall@K here is the retrieval hit rate of CLIP-style evaluation: the fraction of queries with at least one relevant
 item among their K nearest. A sample's only relevant text is its class's; a class text's relevant samples are all of
@@ -15,7 +17,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torchmetrics.retrieval import RetrievalHitRate, RetrievalMAP
 
 KS = (1, 5, 10)  # the Recall@K cut-offs reported
 TEXT = "text"  # the class texts, as a row and column of the any-to-any matrix
@@ -25,18 +26,25 @@ DIRECTIONS = {"x_to_text": "x→text", "text_to_x": "text→x"}  # as the tables
 def scores(sim: Tensor, relevant: Tensor, ks: Sequence[int] = KS, mask: Tensor | None = None) -> dict[str, float]:
     """Recall@K for each K and mAP of the queries in the rows of sim (Q, G) against the gallery in its columns;
     relevant (Q, G) is bool, mask (Q, G) leaves pairs out (a query itself, within one modality). A query with
-    nothing relevant in its gallery is skipped, as torchmetrics' empty_target_action="skip" does; NaN when every
-    query is."""
+    nothing relevant in its gallery is skipped; NaN when every query is."""
     keep = torch.ones_like(relevant) if mask is None else mask
-    query = torch.arange(sim.shape[0], device=sim.device).unsqueeze(1).expand_as(sim)[keep]  # (pairs,) their query
-    # torchmetrics reads preds as probabilities and never retrieves a non-positive one (its average precision
-    # zeroes their targets): similarities, negative ones included, go through exp, which keeps their order
-    preds, target = sim[keep].double().exp(), relevant[keep]
-    metrics = {f"R@{k}": RetrievalHitRate(top_k=k, empty_target_action="skip") for k in ks}
-    metrics["mAP"] = RetrievalMAP(empty_target_action="skip")
-    if not target.any():
-        return dict.fromkeys(metrics, float("nan"))
-    return {name: float(m(preds, target, indexes=query)) for name, m in metrics.items()}
+    relevant = relevant & keep
+    names = [f"R@{k}" for k in ks] + ["mAP"]
+    queries = relevant.any(1)  # (Q,) the queries with something to find
+    if not queries.any():
+        return dict.fromkeys(names, float("nan"))
+    sim = sim.double()
+    sim = sim.masked_fill(~keep, sim.min().item() - 1.0)[queries]  # (Q', G): a left-out pair ranks below the rest
+    relevant = relevant[queries]  # (Q', G)
+    out = {}
+    for k in ks:  # a hit: something relevant among the query's k highest similarities
+        top = sim.topk(min(k, sim.shape[1]), dim=1).indices  # (Q', k)
+        out[f"R@{k}"] = relevant.gather(1, top).any(1).double().mean().item()
+    # average precision of a query: the mean, over its relevant items, of the precision at each one's rank
+    hits = relevant.gather(1, sim.argsort(dim=1, descending=True, stable=True)).double()  # (Q', G) in rank order
+    precision = hits.cumsum(1) / torch.arange(1, hits.shape[1] + 1, device=hits.device)  # (Q', G)
+    out["mAP"] = ((precision * hits).sum(1) / hits.sum(1)).mean().item()
+    return out
 
 
 def both_ways(z: Tensor, labels: Tensor, text: Tensor, classes: Sequence[int]) -> dict[str, dict[str, float]]:

@@ -242,8 +242,9 @@ def check_paths(cfg: RunConfig) -> None:
 def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone, device) -> pd.DataFrame:
     """Write config, provenance and the step -1 results and probes into a staging folder beside the run, then
     rename it into place: a run directory exists whole or not at all."""
+    embedded: dict = {}  # the test data's embeddings, which the probes reuse
     with phase("evaluate"):
-        accuracy = evaluate(model, method, stream, -1, device, cfg.train.eval_batch_size)[0]
+        accuracy = evaluate(model, method, stream, -1, device, cfg.train.eval_batch_size, embedded)[0]
     results = pd.DataFrame(accuracy, columns=RESULT_COLUMNS)
     if dist_info()[0] == 0:
         stage = Run(run.path.parent / f".{run.path.name}.{os.getpid()}.creating.tmp")
@@ -257,7 +258,7 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone,
         manifest = stream.manifest()
         if len(manifest):  # which file was in which split
             atomic_write_text(stage.path / "manifest.csv", manifest.to_csv(index=False))
-        _write_step(stage, results, model, method, stream, -1, device, cfg.train.eval_batch_size)
+        _write_step(stage, results, model, method, stream, -1, device, cfg.train.eval_batch_size, embedded)
         if run.path.is_dir():  # an old run being overwritten, or an empty folder
             shutil.rmtree(run.path)
         os.replace(stage.path, run.path)
@@ -312,20 +313,22 @@ def _check_replicas(model, device: torch.device) -> None:
 
 def _record(run: Run, results: pd.DataFrame, model, method, stream, step: int, device,
             batch_size: int) -> pd.DataFrame:
+    embedded: dict = {}  # the test data's embeddings, which the probes reuse
     with phase("evaluate"):
-        accuracy, found = evaluate(model, method, stream, step, device, batch_size)
+        accuracy, found = evaluate(model, method, stream, step, device, batch_size, embedded)
     rows = pd.DataFrame(accuracy, columns=RESULT_COLUMNS)
     results = pd.concat([results[results.step != step], rows], ignore_index=True) if len(results) else rows
     if dist_info()[0] == 0:  # replicas hold the same model; only the first process writes
         run.write_retrieval(step, pd.DataFrame(found, columns=RETRIEVAL_COLUMNS))
-        _write_step(run, results, model, method, stream, step, device, batch_size)
+        _write_step(run, results, model, method, stream, step, device, batch_size, embedded)
     return results
 
 
-def _write_step(run: Run, results: pd.DataFrame, model, method, stream, step: int, device, batch_size: int) -> None:
+def _write_step(run: Run, results: pd.DataFrame, model, method, stream, step: int, device, batch_size: int,
+                embedded: dict) -> None:
     run.write_results(results)
     with phase("probes"):
-        tensors, meta = capture(model, method, stream, device, batch_size)
+        tensors, meta = capture(model, method, stream, device, batch_size, embedded)
         run.save_probe(step, tensors)
         if step == -1:
             atomic_write_json(run.path / "probes" / "meta.json", meta)

@@ -130,7 +130,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-CACHE_KINDS = ("raw", "features", "backbones")  # the cache's own subfolders (cache_path's `kind`)
+CACHE_KINDS = ("raw", "features", "backbones", "texts")  # the cache's own subfolders (cache_path's `kind`)
 
 
 def clean_stale_cache(cache_dir: str = "") -> list[Path]:

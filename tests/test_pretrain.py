@@ -52,3 +52,23 @@ def test_a_prompt_at_layer_k_changes_layer_k_and_nothing_below(ci_cfg, ci_stream
         for i in range(layers):
             same = torch.equal(outputs[i][0], outputs[i][1])
             assert same == (i < k), (k, i)
+
+
+def test_early_stopping_ends_pretraining_once_held_out_accuracy_stalls(ci_cfg, ci_backbone):
+    from mmcl_lab.backbones.binding import AlignmentModel, held_out, held_out_accuracy, pretrain
+
+    corpus = ci_backbone.reference
+    spaces = ci_backbone.spaces
+    _, epochs = pretrain(apply_overrides(ci_cfg, {"pretrain.epochs": 3}), corpus, spaces, progress=False)
+    assert epochs == 3  # patience 0: every epoch
+    # A learning rate this small cannot move the held-out accuracy after the first epoch: it stalls at once.
+    cfg = apply_overrides(ci_cfg, {"pretrain.epochs": 30, "pretrain.patience": 2, "pretrain.lr": 1e-9})
+    state, epochs = pretrain(cfg, corpus, spaces, progress=False)
+    assert epochs == 3  # the best epoch (the first), then two without improvement
+    fit, val = held_out(corpus.pools, cfg.pretrain.val_fraction, cfg.pretrain.seed)
+    assert all(len(v.y) for v in val) and sum(len(p.y) for p in fit + val) == sum(len(p.y) for p in corpus.pools)
+    for f, v in zip(fit, val):  # every class on both sides, no sample on both
+        assert set(f.y.tolist()) == set(v.y.tolist())
+    model = AlignmentModel(spaces, corpus.class_text, ci_cfg.model)
+    model.load_backbone(state)
+    assert 0.0 <= held_out_accuracy(model.eval(), val, 64, "cpu") <= 1.0

@@ -61,3 +61,31 @@ def test_realignment_effect_reports_before_and_after():
     eff = probe.realignment_effect(before, after, LABELS, MODALITY, text, cm)
     assert eff["after"]["accuracy"] == {"image": 1.0, "audio": 1.0}
     assert all(eff["before"]["gap_to_text"][m] > eff["after"]["gap_to_text"][m] for m in ("image", "audio"))
+
+
+@pytest.mark.parametrize("name", ["finetune", "comm"])
+def test_evaluation_and_probes_reuse_embeddings_without_changing_them(name, ci_cfg, ci_stream, ci_backbone,
+                                                                      monkeypatch):
+    """A method blind to the modality hint is embedded once for both settings, and the probes take evaluate's
+    embeddings: the same rows and tensors as embedding every setting and every probe afresh."""
+    import torch
+
+    from mmcl_lab.config import apply_overrides
+    from mmcl_lab.evaluate import evaluate
+    from mmcl_lab.methods import Context, Method, create_method
+
+    method = create_method(apply_overrides(ci_cfg, {"method.name": name}).method)
+    model = ci_backbone.model(ci_stream).eval()
+    method.setup(model, Context.replay(ci_stream, upto=1, backbone=ci_backbone))
+    for task in ci_stream.tasks[:2]:
+        method.before_task(model, task)
+        method.after_task(model, task)
+    assert method.reads_modality == (name == "comm")
+    embedded = {}
+    rows = evaluate(model, method, ci_stream, 1, "cpu", 16, embedded)
+    reused, _ = probe.capture(model, method, ci_stream, "cpu", 16, embedded)
+    monkeypatch.setattr(Method, "reads_modality", property(lambda self: True))  # every setting on its own
+    assert rows == evaluate(model, method, ci_stream, 1, "cpu", 16)
+    fresh, _ = probe.capture(model, method, ci_stream, "cpu", 16)
+    for kind in fresh:
+        assert torch.allclose(reused[kind], fresh[kind], atol=1e-6), kind

@@ -1,4 +1,4 @@
-"""Retrieval metrics (torchmetrics behind retrieval.py) on hand-worked cases, and the probe measures rewritten on
+"""Retrieval metrics (scikit-learn and one top-k behind retrieval.py) on hand-worked cases, and the probe measures rewritten on
 scikit-learn and torch.pdist: every number as the hand-written code gave it."""
 
 import numpy as np
@@ -137,3 +137,25 @@ def test_a_run_reports_retrieval_after_every_task(ci_cfg, ci_stream, ci_backbone
         index="modality", columns="metric", values="value")
     assert (recall["R@1"] <= recall["R@5"] + 1e-9).all() and (recall["R@5"] <= recall["R@10"] + 1e-9).all()
     assert isinstance(table, pd.DataFrame)
+
+
+def test_scores_equal_torchmetrics_on_random_rankings():
+    """The reference implementation, torchmetrics' retrieval classes (test-only), on random similarity matrices with
+    several relevant items per query, negative similarities, a mask and queries with nothing to find."""
+    tm = pytest.importorskip("torchmetrics.retrieval")
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        q, g = int(torch.randint(2, 30, (1,), generator=gen)), int(torch.randint(2, 40, (1,), generator=gen))
+        sim = torch.randn(q, g, generator=gen, dtype=torch.float64)
+        relevant = torch.rand(q, g, generator=gen) < 0.2
+        mask = torch.rand(q, g, generator=gen) > 0.1 if trial % 2 else torch.ones(q, g, dtype=torch.bool)
+        got = retrieval.scores(sim, relevant, ks=(1, 5, 10), mask=mask)
+        index = torch.arange(q).unsqueeze(1).expand(q, g)[mask]
+        preds, target = sim[mask].exp(), relevant[mask]
+        if not target.any():
+            continue
+        for k in (1, 5, 10):
+            want = float(tm.RetrievalHitRate(top_k=k, empty_target_action="skip")(preds, target, indexes=index))
+            assert got[f"R@{k}"] == pytest.approx(want, abs=1e-6)  # torchmetrics gives float32
+        want = float(tm.RetrievalMAP(empty_target_action="skip")(preds, target, indexes=index))
+        assert got["mAP"] == pytest.approx(want, abs=1e-6)  # torchmetrics gives float32

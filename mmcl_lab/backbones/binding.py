@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from ..batches import Batch, iterate_batches, merge_spaces, n_batches
+from ..batches import Batch, iterate_batches, merge_spaces, n_batches, to_device
 from ..config import ModelConfig, RunConfig
-from ..data import template_for
-from ..encoders import create_encoder
-from ..features import extraction, load_features
+from ..data import split_indices, template_for
+from ..encoders import CachedText
+from ..features import extraction, load_features, take_rows
 from ..utils import (atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file, tensor_file_bytes,
                      tensors_digest)
 from .base import Backbone, CosineLogits, register_backbone, space_key
@@ -172,10 +172,35 @@ def contrastive_loss(model: AlignmentModel, batch: Batch) -> Tensor:
     return (to_text + to_sample.mean()) / 2
 
 
+def held_out(pools: list[Batch], fraction: float, seed: int) -> tuple[list[Batch], list[Batch]]:
+    """Each pool split into the samples pretraining fits and `fraction` of every class held out (stratified,
+    seeded): (fit pools, held-out pools)."""
+    fit, val = [], []
+    for pool in pools:
+        keep, out = split_indices(pool.y.numpy(), fraction, seed)
+        fit.append(Batch(take_rows(pool.x, keep), pool.y[keep], pool.space, pool.modality))
+        val.append(Batch(take_rows(pool.x, out), pool.y[out], pool.space, pool.modality))
+    return fit, val
+
+
+@torch.no_grad()
+def held_out_accuracy(model: AlignmentModel, pools: list[Batch], batch_size: int, device: torch.device | str) -> float:
+    """Zero-shot accuracy of held-out samples over the whole vocabulary, mean over the pools (modalities)."""
+    scores = []
+    for pool in pools:
+        hits = 0
+        for i in range(0, len(pool.y), batch_size):
+            x, y = to_device(pool.x[i:i + batch_size], device), pool.y[i:i + batch_size].to(device)
+            hits += (model.logits(model.embed(x, pool.space)).argmax(1) == y).sum().item()
+        scores.append(hits / max(len(pool.y), 1))
+    return sum(scores) / max(len(scores), 1)
+
+
 def pretrain(cfg: RunConfig, corpus: Corpus, spaces: dict[str, tuple[int, int]], device: torch.device | str = "cpu",
-             progress: bool = True) -> dict[str, Tensor]:
-    """Train the binding model on the corpus, on device; returns its state dict on the CPU (class texts
-    excluded)."""
+             progress: bool = True) -> tuple[dict[str, Tensor], int]:
+    """Train the binding model on the corpus, on device, for at most pretrain.epochs epochs, stopping early once
+    the held-out part stops improving (pretrain.patience); returns the best epoch's state dict on the CPU (class
+    texts excluded) and the number of epochs run."""
     p = cfg.pretrain
     with torch.random.fork_rng(devices=[]):  # seeded initialisation that leaves the caller's RNG alone
         torch.manual_seed(p.seed)
@@ -184,18 +209,35 @@ def pretrain(cfg: RunConfig, corpus: Corpus, spaces: dict[str, tuple[int, int]],
     model.log_scale.requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=p.lr)
     generator = torch.Generator().manual_seed(p.seed)
-    model.train()
-    total = p.epochs * n_batches(corpus.pools, p.batch_size)
-    with tqdm(total=total, desc="pretrain", disable=not progress, leave=False) as bar:
-        for _ in range(p.epochs):
-            for batch in iterate_batches(corpus.pools, p.batch_size, generator, torch.device(device)):
+    pools, val = held_out(corpus.pools, p.val_fraction, p.seed) if p.patience else (corpus.pools, [])
+    best, best_score, stale = None, -1.0, 0
+    with tqdm(total=p.epochs * n_batches(pools, p.batch_size), desc="pretrain", disable=not progress,
+              leave=False) as bar:
+        for epoch in range(p.epochs):
+            model.train()
+            for batch in iterate_batches(pools, p.batch_size, generator, torch.device(device)):
                 loss = contrastive_loss(model, batch)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != "class_text"}
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}", refresh=False)
+            if not val:
+                continue
+            model.eval()
+            score = held_out_accuracy(model, val, p.batch_size, device)
+            if score > best_score:  # a plateau counts as no improvement, so it ends pretraining too
+                best, best_score, stale = _cpu_state(model), score, 0
+            else:
+                stale += 1
+            bar.set_postfix(epoch=epoch, held_out_acc=f"{score:.3f}", best=f"{best_score:.3f}", refresh=False)
+            if stale >= p.patience:
+                break
+    return (best if best is not None else _cpu_state(model)), epoch + 1
+
+
+def _cpu_state(model: AlignmentModel) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items() if k != "class_text"}
 
 
 def weights_checksum(state: dict[str, Tensor]) -> str:
@@ -215,6 +257,7 @@ class BindingBackbone(Backbone):
     model_cfg: ModelConfig
     key: str
     seconds: float  # pretraining time; 0.0 on a cache hit
+    epochs: int = 0  # epochs pretraining ran (early stopping may end it before pretrain.epochs); 0: not recorded
 
     def encode_text(self, texts: Sequence[str]) -> Tensor:
         return self.text_tower.encode(list(texts)).float()
@@ -230,6 +273,7 @@ class BindingBackbone(Backbone):
 
     def describe(self) -> str:
         corpus, how = self.reference, f"pretrained in {self.seconds:.1f} s" if self.seconds else "read from the cache"
+        how += f", {self.epochs} epochs" if self.epochs else ""
         return (f"backbone binding {self.key} ({how}; weights {self.checksum()}): {self.model_cfg.layers} layers x "
                 f"{self.model_cfg.dim}, corpus of {sum(len(p.y) for p in corpus.pools)} samples over "
                 f"{len(corpus.class_names)} class names")
@@ -240,7 +284,7 @@ def binding_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], device:
                      progress: bool = True) -> BindingBackbone:
     """The binding backbone for cfg: read from the cache, or pretrained once on device (25 s on 2 cores, default
     preset). The corpus covers the stream's modalities, each encoded with the stream's encoder for it."""
-    text_tower = create_encoder(cfg.encoders.text)
+    text_tower = CachedText(cfg.encoders.text, cfg.data.cache_dir)  # a warm run loads no text model
     corpus = build_corpus(cfg, text_tower, device, progress)
     spaces = merge_spaces([*spaces.items(), *corpus.feature_spaces.items()])
     code = digest(Path(__file__).read_text())  # editing the model or its pretraining never reuses stale weights
@@ -252,8 +296,9 @@ def binding_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], device:
             state, metadata = read_tensor_file(path, "delete it to pretrain again")
             if metadata.get("key") != key_src:
                 raise ValueError(f"{path}: written for another corpus or config; delete it to pretrain again")
-            return BindingBackbone(state, text_tower, corpus, spaces, cfg.model, key, 0.0)
+            return BindingBackbone(state, text_tower, corpus, spaces, cfg.model, key, 0.0,
+                                   int(metadata.get("epochs", 0)))
         start = time.perf_counter()
-        state = pretrain(cfg, corpus, spaces, device, progress)
-        atomic_write_bytes(path, tensor_file_bytes(state, {"key": key_src}))
-        return BindingBackbone(state, text_tower, corpus, spaces, cfg.model, key, time.perf_counter() - start)
+        state, epochs = pretrain(cfg, corpus, spaces, device, progress)
+        atomic_write_bytes(path, tensor_file_bytes(state, {"key": key_src, "epochs": str(epochs)}))
+        return BindingBackbone(state, text_tower, corpus, spaces, cfg.model, key, time.perf_counter() - start, epochs)

@@ -104,7 +104,7 @@ def corpus_motions(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
                    sources=sources[np.arange(len(labels)) % len(digits)][order])
 
 
-@register_dataset("corpus_words", "audio", template="the sound of someone saying the word {}")
+@register_dataset("corpus_words", "audio", version=2, template="the sound of someone saying the word {}")
 def corpus_words(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """The stream's 10 words and 46 more, spoken by voices the stream never uses, at rates, pitches and
     noise levels moved away from the stream's by shift."""

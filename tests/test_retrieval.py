@@ -1,5 +1,5 @@
-"""Retrieval metrics (scikit-learn and one top-k behind retrieval.py) on hand-worked cases, and the probe measures rewritten on
-scikit-learn and torch.pdist: every number as the hand-written code gave it."""
+"""Retrieval metrics on hand-worked cases and against torchmetrics, and the probe measures rewritten on scikit-learn
+and torch.pdist: every number as the hand-written code gave it."""
 
 import numpy as np
 import pandas as pd

@@ -31,12 +31,12 @@ CLASSES = 10
 
 
 def write_dataset(root: Path, n: int) -> None:
-    """n colour PNGs in CLASSES folders, from MNIST's digits (real signals; the bundled pool's 350 per class are
+    """n colour PNGs in CLASSES folders, from MNIST's digits (real signals; the bundled image pool's 300 per class are
     reused, each copy with its own tint and shift)."""
     from PIL import Image
 
     from mmcl_lab.data.mnist import digits_by_class
-    x, y, _ = digits_by_class(350, seed=0)
+    x, y, _ = digits_by_class(300, seed=0)
     rng = np.random.default_rng(0)
     for i in range(n):
         digit, label = x[i % len(x)], y[i % len(x)]

@@ -62,6 +62,7 @@ def report(run_dir: str | Path, latex: str | Path | None = None) -> str:
         last = found[found.step == found.step.max()]
         lines += [f"## retrieval after task {int(last.step.max())} (tasks trained so far)", "",
                   wide(last, ["setting", "modality"]).reset_index().to_markdown(index=False, floatfmt=".3f"), ""]
+    lines += fingerprint_lines(run.provenance().get("fingerprints"))
     if latex is not None:
         from .latex import booktabs, number
         from .utils import atomic_write_text
@@ -73,6 +74,21 @@ def report(run_dir: str | Path, latex: str | Path | None = None) -> str:
                                                         "modality (one run)", label="tab:run",
                                                 sources=[str(run.path / "results.csv")]))
     return "\n".join(lines)
+
+
+def fingerprint_lines(prints: dict | None) -> list[str]:
+    """The run's fingerprints (provenance.json) as a Markdown table: compare them to tell whether two machines held
+    the same bits. BLAS and the thread count change the last bits of features and weights, and so their checksums."""
+    if not prints:
+        return []
+    rows = [{"what": f"{m} {part}", "checksum": value} for part, per_modality in
+            (("stream", prints.get("stream", {})), ("corpus", prints.get("backbone", {}).get("corpus", {})))
+            for m, values in per_modality.items() for value in [" ".join(f"{k} {v}" for k, v in values.items())]]
+    rows.append({"what": "backbone weights", "checksum": prints.get("backbone", {}).get("weights", "")})
+    import pandas as pd
+
+    return ["## fingerprints (provenance.json; BLAS and the thread count change features and weights)", "",
+            pd.DataFrame(rows).to_markdown(index=False), ""]
 
 
 def pretrain_report(cfg) -> str:
@@ -139,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                "SLCA's covariance forms")
     p_cmp.add_argument("--untuned", action="store_true", help="use the preset's settings, not the shipped "
                                                                   "validation-tuned ones (mmcl_lab/tuned.yaml)")
+    p_cmp.add_argument("--vary", default="split,backbone",
+                       help="what each seed varies besides the run's own randomness: split (data.vary_split), backbone "
+                            "(pretrain.seed + seed), both (the default), or none")
     p_cmp.add_argument("--out", default="runs/compare")
     p_cmp.add_argument("overrides", nargs="*")
     p_fig = sub.add_parser("figures", help="write a run's standard figures as files (PDF, SVG or PNG)")
@@ -247,7 +266,7 @@ def _dispatch(args) -> int:
         cfg = load_config(args.preset, _overrides(args.overrides))
         methods = None if args.methods == "all" else args.methods.split(",")
         table = compare(cfg, methods, _seeds(args.seeds), args.out, args.ablation, tuned=not args.untuned,
-                        extra=MEMORY_VARIANTS if args.memory else None)
+                        extra=MEMORY_VARIANTS if args.memory else None, vary=_vary(args.vary))
         say(table)
     elif args.command == "gallery":
         from .gallery import gallery
@@ -261,6 +280,11 @@ def _dispatch(args) -> int:
         say(table.to_markdown(index=False, floatfmt=".4g"))
         say(f"best per method (validation):\n{best(table)}\nwritten to {args.out}/tuned.yaml")
     return 0
+
+
+def _vary(text: str) -> tuple[str, ...]:
+    """--vary "split,backbone" as a tuple ("none": nothing beyond the run seed)."""
+    return () if text == "none" else tuple(v.strip() for v in text.split(",") if v.strip())
 
 
 def _seeds(text: str) -> list[int]:

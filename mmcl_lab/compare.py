@@ -18,6 +18,7 @@ from .utils import atomic_write_text
 
 ABLATIONS = {  # COMM with one component switched off at a time
     "comm -prompts": {"prompt_depth": 0},  # re-alignment only: the frozen backbone plus the A_m maps
+    "comm zero prompts": {"train_prompts": False},  # prompt tokens present but never trained: their shift alone
     "comm -self_reg": {"self_reg": "off"},
     "comm -relevance (uniform blend)": {"relevance": "off"},
     "comm oracle router": {"relevance": "oracle"},
@@ -45,12 +46,32 @@ def variants(methods: list[str] | None, ablation: bool) -> dict[str, tuple[str, 
     return out
 
 
+VARY = ("split", "backbone")  # what a seed may vary beyond the run's own randomness (seed_overrides)
+
+
+def seed_overrides(cfg: RunConfig, seed: int, vary: tuple[str, ...] = VARY) -> dict:
+    """The overrides of one seed of a study: the run seed (every random choice of the method), and, as vary asks,
+    the train/validation/test split (data.vary_split) and the backbone (pretrain.seed + seed: its corpus draw,
+    initialisation and batch order). Seed 0 with the default pretrain.seed and data.seed is the preset itself."""
+    unknown = set(vary) - set(VARY)
+    if unknown:
+        raise ConfigError(f"--vary: unknown {sorted(unknown)}; choose from {', '.join(VARY)} (or none)")
+    out: dict = {"seed": seed}
+    if "split" in vary:
+        out["data.vary_split"] = True
+    if "backbone" in vary:
+        out["pretrain.seed"] = cfg.pretrain.seed + seed
+    return out
+
+
 def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir: str | Path,
-            ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None) -> str:
+            ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None,
+            vary: tuple[str, ...] = VARY) -> str:
     """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md,tex} and the
     per-run table runs.csv (whose results_csv column names the file each row's numbers came from). tuned=True
     starts each method from its shipped validation-tuned settings (tune.py); `extra` adds labelled variants
-    (label -> (method, params))."""
+    (label -> (method, params)); vary: what each seed varies besides the run's own randomness (seed_overrides), so
+    that the intervals cover those sources of variance too."""
     for name in methods or ():
         if name not in METHODS:  # an unknown name fails before any stream is built or any run written
             raise ConfigError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS.names())}")
@@ -58,8 +79,8 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
     labels, jobs = [], []
     for seed in seeds:
         for label, (name, params) in {**variants(methods, ablation), **(extra or {})}.items():
-            run_cfg = apply_overrides(cfg, {"seed": seed, "method.name": name, "train.progress": False,
-                                            **(tuned_overrides(name) if tuned else {})})
+            run_cfg = apply_overrides(cfg, {**seed_overrides(cfg, seed, vary), "method.name": name,
+                                            "train.progress": False, **(tuned_overrides(name) if tuned else {})})
             run_dir = out / label.replace(" ", "_") / f"seed_{seed}"
             run_cfg = apply_overrides(run_cfg, {**{f"method.params.{k}": v for k, v in params.items()},
                                                 "out_dir": str(run_dir)})

@@ -137,7 +137,10 @@ class PretrainConfig:
     val_fraction: float = 0.1
     batch_size: int = 128
     lr: float = 1e-3
-    seed: int = 0  # corpus generation and initialisation: the same seed gives the same weights
+    seed: int = 0  # corpus generation, initialisation and batch order: the same seed gives the same weights
+    # False: the corpus leaves out every class name of the stream's datasets, with its samples, so that the backbone
+    # has never seen a class name it is later tested on (the vocabulary ablation in docs/RESULTS.md)
+    stream_classes: bool = True
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from .data import RawData, load_raw
 from .encoders import create_encoder
 from .registry import MODALITIES
 from .timing import phase
-from .utils import atomic_write_bytes, barrier, cache_path, dist_info, read_tensor_file, tensor_file_bytes
+from .utils import (atomic_write_bytes, barrier, cache_path, digest, dist_info, read_tensor_file,
+                    tensor_file_bytes)
 
 FIX = "delete it and the features are recomputed"
 
@@ -90,6 +91,12 @@ class Features:
     tokens: Tokens  # (N, T, F) float32: in memory, or read from the cache's shards
     space: str  # the feature space the encoder writes into (the backbone keeps one input adapter per space)
     key: list[str]  # [encoder identity, data fingerprint]: what the features depend on
+    checksum: str = ""  # of the features' bytes: a digest of the cache shards' checksums
+
+    def fingerprints(self) -> dict[str, str]:
+        """Short checksums of the data, the encoder and the features, to compare bits across machines (BLAS and
+        the thread count change the features' last bits, and so their checksum)."""
+        return {"data": self.key[1][:16], "encoder": digest(self.key[0], 16), "features": self.checksum[:16]}
 
 
 def extraction(cfg) -> dict:
@@ -117,7 +124,8 @@ def load_features(spec: str, modality: str, encoder_spec: str, n_per_class: int,
         encoder, fingerprint = create_encoder(encoder_spec, depth), data_fingerprint(raw)
         tokens = cached_features(encoder, raw, cache_dir, batch_size, device, progress, fingerprint, workers,
                                  shard_rows, in_memory_mb)
-    return Features(raw, tokens, space_of(encoder, shared_tower), [encoder.cache_key(), fingerprint])
+        checksum = features_checksum(_shards(encoder, raw, cache_dir, batch_size, shard_rows, fingerprint)[1])
+    return Features(raw, tokens, space_of(encoder, shared_tower), [encoder.cache_key(), fingerprint], checksum)
 
 
 def space_of(encoder, shared_tower: bool = False) -> str:
@@ -214,11 +222,7 @@ def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int 
                     workers: int = 0, shard_rows: int = 1024, in_memory_mb: int = 2048) -> Tokens:
     """Features of raw under encoder: the shards the cache lacks are extracted (and written one by one), then
     all are read (fingerprint: raw's data_fingerprint, when the caller has it already)."""
-    shard_rows = -(-shard_rows // batch_size) * batch_size  # whole batches per shard: batches as in one pass
-    key_src = json.dumps({"encoder": encoder.cache_key(), "data": fingerprint or data_fingerprint(raw),
-                          "shard_rows": shard_rows})
-    folder = cache_path(cache_dir, "features", raw.name, key_src, "")
-    paths = [folder / f"shard_{k:05d}.safetensors" for k in range(max(1, -(-len(raw) // shard_rows)))]
+    key_src, paths, shard_rows = _shards(encoder, raw, cache_dir, batch_size, shard_rows, fingerprint)
     rank, world = dist_info()
     barrier()  # every process sees the same cache state
     mine = [k for k, p in enumerate(paths) if k % world == rank and not p.exists()]
@@ -227,6 +231,28 @@ def cached_features(encoder, raw: RawData, cache_dir: str = "", batch_size: int 
     lacking = [k for k, p in enumerate(paths) if not p.exists()]  # another rank's shards, in a per-machine cache
     _extract(encoder, raw, paths, lacking, key_src, shard_rows, batch_size, device, progress, workers)
     return _open(paths, key_src, len(raw), encoder.dim, shard_rows, in_memory_mb)
+
+
+def _shards(encoder, raw: RawData, cache_dir: str, batch_size: int, shard_rows: int,
+            fingerprint: str | None = None) -> tuple[str, list[Path], int]:
+    """Where the cache keeps raw's features under encoder: (their key, the shard files, rows per shard)."""
+    shard_rows = -(-shard_rows // batch_size) * batch_size  # whole batches per shard: batches as in one pass
+    key_src = json.dumps({"encoder": encoder.cache_key(), "data": fingerprint or data_fingerprint(raw),
+                          "shard_rows": shard_rows})
+    folder = cache_path(cache_dir, "features", raw.name, key_src, "")
+    paths = [folder / f"shard_{k:05d}.safetensors" for k in range(max(1, -(-len(raw) // shard_rows)))]
+    return key_src, paths, shard_rows
+
+
+def features_checksum(paths: list[Path]) -> str:
+    """A digest of the checksums that the shards' headers carry (each of its shard's bytes): nothing else is read."""
+    from safetensors import safe_open
+
+    sums = []
+    for path in paths:
+        with safe_open(str(path), framework="pt") as f:
+            sums.append((f.metadata() or {}).get("sha256", ""))
+    return digest(sums, 64)
 
 
 def _extract(encoder, raw: RawData, paths: list[Path], shards: list[int], key_src: str, shard_rows: int,

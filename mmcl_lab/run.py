@@ -75,6 +75,12 @@ def provenance(device: torch.device) -> dict:
             "threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+def fingerprints(stream: TaskStream, backbone: Backbone) -> dict:
+    """Checksums of the stream's data, encoders and features and of the backbone (its weights, and what it was
+    pretrained on): what a user compares to tell whether two machines hold the same bits."""
+    return {"stream": stream.fingerprints, "backbone": backbone.fingerprints()}
+
+
 def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskStream | None = None,
                stop_after: int | None = None, overwrite: bool = False, backbone: Backbone | None = None,
                callbacks: Sequence[Callback] = ()) -> Run:
@@ -254,7 +260,7 @@ def _create(run: Run, cfg: RunConfig, model, method, stream, backbone: Backbone,
                           {RUN_MARKER: 1, "config": config_digest(cfg), **provenance(device),
                            "prep_seconds": stream.prep_seconds + backbone.seconds,
                            "world_size": dist_info()[1], "start_weights": weights_checksum(model.state_dict()),
-                           "backbone": backbone.key})
+                           "backbone": backbone.key, "fingerprints": fingerprints(stream, backbone)})
         manifest = stream.manifest()
         if len(manifest):  # which file was in which split
             atomic_write_text(stage.path / "manifest.csv", manifest.to_csv(index=False))

@@ -17,7 +17,7 @@ from torch import Tensor
 from .batches import merge_spaces
 from .config import RunConfig
 from .data import RawData, split_indices, template_for
-from .features import Tokens, extraction, load_features, take_rows
+from .features import Features, Tokens, extraction, load_features, take_rows
 from .utils import clean_stale_cache, resolve_device
 
 
@@ -59,6 +59,7 @@ class TaskStream:
     modality_id_at_test: bool
     raw: dict[str, RawData] = field(default_factory=dict)
     prep_seconds: float = 0.0  # data generation and feature extraction (cache misses cost this once)
+    fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)  # modality -> Features.fingerprints()
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -117,7 +118,8 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.dev
     device = resolve_device(cfg.train.device) if device is None else torch.device(device)
     start = time.perf_counter()
     clean_stale_cache(cfg.data.cache_dir)  # what a killed writer left in the cache
-    per_modality = {m: _load_modality(cfg, m, device, progress) for m in cfg.stream.modalities}
+    loaded = {m: _load_modality(cfg, m, device, progress) for m in cfg.stream.modalities}
+    per_modality = {m: (f.raw, f.tokens, f.space, chunks) for m, (f, chunks) in loaded.items()}
     plan = [(m, k) for m in cfg.stream.modalities for k in range(len(per_modality[m][3]))]
     tasks, names, mods = [], [], []
     for tid, (m, k) in enumerate(_task_order(plan, cfg.stream.order, cfg.seed)):
@@ -135,16 +137,16 @@ def build_stream(cfg: RunConfig, progress: bool | None = None, device: torch.dev
     spaces = merge_spaces((t.feature_space, t.train_x.shape[1:]) for t in tasks)
     raws = {m: v[0] for m, v in per_modality.items()}
     return TaskStream(tasks, tuple(names), tuple(mods), prompts, spaces, cfg.stream.modality_id_at_test, raws,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, {m: f.fingerprints() for m, (f, _) in loaded.items()})
 
 
 def _load_modality(cfg: RunConfig, m: str, device: torch.device,
-                   progress: bool) -> tuple[RawData, Tokens, str, list[np.ndarray]]:
-    """Raw data, cached features, feature space and the class chunks (one per task) of modality m."""
+                   progress: bool) -> tuple[Features, list[np.ndarray]]:
+    """Modality m's cached features (with its raw data) and its class chunks, one per task."""
     entry = cfg.modalities[m]
     feats = load_features(entry.data, m, entry.encoder, cfg.data.n_per_class, cfg.data.seed, cfg.data.cache_dir,
                           device=device, progress=progress, **extraction(cfg))
-    return feats.raw, feats.tokens, feats.space, class_chunks(cfg, m, feats.raw.class_names)
+    return feats, class_chunks(cfg, m, feats.raw.class_names)
 
 
 def class_chunks(cfg: RunConfig, m: str, names: tuple[str, ...]) -> list[np.ndarray]:

@@ -111,6 +111,20 @@ def test_comm_switches_run(params, ci_cfg, ci_stream, tmp_path):
     assert run.latest_step() == 3
 
 
+def test_comm_zero_prompts_stay_zero_and_still_shift_the_backbone(ci_cfg, ci_stream, ci_backbone, tmp_path):
+    """The ablation that separates a zero prompt's shift from training: with train_prompts=false every prompt ends as
+    it began, all zeros, and yet a zero prompt moves the backbone's output (attention attends to the tokens)."""
+    cfg = apply_overrides(ci_cfg, {"method.name": "comm", "method.params.train_prompts": False})
+    run = run_stream(cfg, tmp_path / "z", head(ci_stream, 4), backbone=ci_backbone)
+    prompts = {k: v for k, v in run.read_checkpoint(3)["method"].items() if k.startswith("prompts.")}
+    assert len(prompts) == 4 and all(not v.any() for v in prompts.values())
+    model, task = ci_backbone.model(ci_stream).eval(), ci_stream[0]
+    with torch.no_grad():
+        bare = model.embed(task.test_x[:8], task.feature_space)
+        zero = model.embed(task.test_x[:8], task.feature_space, torch.zeros(ci_cfg.model.layers, 4, ci_cfg.model.dim))
+    assert not torch.allclose(bare, zero, atol=1e-4)
+
+
 def test_comm_rejects_unknown_choices():
     with pytest.raises(ConfigError, match="comm realign='sometimes'; choose from modality, shared, off"):
         create_method(MethodConfig("comm", {"realign": "sometimes"}))

@@ -11,8 +11,8 @@ import pytest
 
 from mmcl_lab.cli import main
 from mmcl_lab.compare import compare
-from mmcl_lab.config import apply_overrides
-from mmcl_lab.run import run_stream
+from mmcl_lab.config import ConfigError, apply_overrides
+from mmcl_lab.run import Run, run_stream
 
 from conftest import head
 
@@ -120,6 +120,31 @@ def test_compare_writes_a_booktabs_table_that_compiles(ci_cfg, tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").read_bytes().startswith(b"%PDF-")
+
+
+@pytest.mark.parametrize("vary", [("split", "backbone"), ()])
+def test_seeds_of_a_comparison_vary_the_split_and_the_backbone_as_asked(vary, ci_cfg, tmp_path):
+    """With vary, each seed draws its own backbone (pretrain.seed + seed) and its own split; seed 0 is the preset."""
+    out = tmp_path / "vary"
+    cfg = apply_overrides(ci_cfg, {"stream.tasks_per_modality": 1})
+    compare(cfg, ["zeroshot"], [0, 1], out, vary=vary)
+    runs = {s: Run(out / "zeroshot" / f"seed_{s}") for s in (0, 1)}
+    weights = {s: r.provenance()["start_weights"] for s, r in runs.items()}
+    tests = {s: r.results().query("step == -1 and setting == 'known'").n.tolist() for s, r in runs.items()}
+    configs = {s: r.config() for s, r in runs.items()}
+    if vary:
+        assert weights[0] != weights[1] and configs[1].pretrain.seed == 1 and configs[1].data.vary_split
+        assert configs[0].pretrain.seed == 0 and configs[0].data.vary_split  # the split of seed 0 is data.seed's
+        prints = {s: r.provenance()["fingerprints"] for s, r in runs.items()}
+        assert prints[0]["backbone"]["weights"] != prints[1]["backbone"]["weights"]
+        assert prints[0]["stream"] == prints[1]["stream"]  # the same data and features, split otherwise
+        assert set(prints[0]["stream"]) == set(prints[0]["backbone"]["corpus"]) == set(cfg.stream.modalities)
+        assert prints[0]["backbone"]["corpus"] != prints[1]["backbone"]["corpus"]  # another corpus draw
+    else:
+        assert weights[0] == weights[1] and tests[0] == tests[1]
+        assert configs[1].pretrain.seed == 0 and not configs[1].data.vary_split
+    with pytest.raises(ConfigError, match="--vary: unknown"):
+        compare(cfg, ["zeroshot"], [0], out, vary=("order",))
 
 
 def test_report_writes_its_summary_as_latex(logged_run, tmp_path, capsys):

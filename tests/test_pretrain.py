@@ -6,6 +6,7 @@ import torch
 from mmcl_lab.backbones import build_backbone
 from mmcl_lab.config import apply_overrides
 from mmcl_lab.data import load_raw
+from mmcl_lab.streams import build_stream
 
 
 def test_pretraining_is_cached_and_deterministic(ci_cfg, ci_stream, ci_backbone, tmp_path):
@@ -72,3 +73,28 @@ def test_early_stopping_ends_pretraining_once_held_out_accuracy_stalls(ci_cfg, c
     model = AlignmentModel(spaces, corpus.class_text, ci_cfg.model)
     model.load_backbone(state)
     assert 0.0 <= held_out_accuracy(model.eval(), val, 64, "cpu") <= 1.0
+
+
+def test_the_backbone_does_not_depend_on_the_streams_order(ci_cfg, ci_backbone):
+    """The corpus is built in modality-name order and the input adapters made in sorted order: listing the stream's
+    modalities in another order, or drawing a random task order, pretrains the same weights."""
+    for overrides in ({"stream.modalities": "video,depth,audio,image"}, {"stream.order": "random", "seed": 3}):
+        cfg = apply_overrides(ci_cfg, overrides)
+        assert build_backbone(cfg, build_stream(cfg), progress=False).checksum() == ci_backbone.checksum(), overrides
+
+
+def test_a_corpus_without_the_streams_class_names(ci_cfg, ci_stream):
+    from mmcl_lab.backbones.binding import build_corpus
+    from mmcl_lab.encoders import create_encoder
+
+    tower = create_encoder(ci_cfg.encoders.text)
+    full = build_corpus(ci_cfg, tower)
+    cut = build_corpus(apply_overrides(ci_cfg, {"pretrain.stream_classes": False}), tower)
+    assert set(ci_stream.class_names) <= set(full.class_names)
+    assert not set(ci_stream.class_names) & set(cut.class_names)
+    assert set(cut.class_names) == set(full.class_names) - set(ci_stream.class_names)
+    assert cut.key != full.key
+    for pool in cut.pools:  # labels index the shortened vocabulary, every class keeps all its samples
+        assert pool.y.min() >= 0 and pool.y.max() < len(cut.class_names) and len(pool.x) == len(pool.y)
+        assert {cut.class_modality[c] for c in pool.y.tolist()} == {pool.modality}
+    assert sum(len(p.y) for p in cut.pools) < sum(len(p.y) for p in full.pools)

@@ -66,3 +66,31 @@ def test_tuning_writes_the_best_validation_configuration(ci_cfg, tmp_path):
     chosen = yaml.safe_load((tmp_path / "tuned.yaml").read_text())["finetune"]
     winner = table.loc[table.val_avg_acc.idxmax()]
     assert chosen == {"train.lr": winner["train.lr"], "train.epochs": int(winner["train.epochs"])}
+
+
+def _sources(stream, modality: str, part: str) -> set[str]:
+    """The MNIST images inside the samples of modality's tasks in part ("train" or "test")."""
+    raw = stream.raw[modality]
+    rows = np.concatenate([getattr(t, f"{part}_index") for t in stream if t.modality == modality])
+    return set(raw.sources[rows])
+
+
+@pytest.mark.parametrize("split_seed", [0, 1, 2])
+def test_no_test_sample_of_one_modality_is_inside_a_training_sample_of_another(ci_cfg, split_seed):
+    """Images and moving-digit clips are both made of MNIST digits: an image test sample must not appear inside a video
+    training clip (nor a clip's digit among the training images), for any split."""
+    stream = build_stream(apply_overrides(ci_cfg, {"data.vary_split": True, "seed": split_seed}))
+    with_sources = [m for m in stream.modalities if stream.raw[m].sources is not None]
+    assert {"image", "video"} <= set(with_sources)
+    for test_m in with_sources:
+        for train_m in with_sources:
+            if test_m != train_m:
+                assert not _sources(stream, test_m, "test") & _sources(stream, train_m, "train"), (test_m, train_m)
+
+
+def test_the_default_images_and_clips_draw_on_disjoint_digits():
+    from mmcl_lab.data.mnist import mnist, moving_digits
+
+    images, clips = mnist(150, 0), moving_digits(150, 0)  # the default preset's sizes
+    assert not set(images.sources) & set(clips.sources)
+    assert len(set(clips.sources)) == len(clips.y)  # enough digits that no clip shares its digit with another

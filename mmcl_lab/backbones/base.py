@@ -61,6 +61,10 @@ class Backbone(ABC):
     def checksum(self) -> str:
         """A short hash of the weights a pretrained model starts from."""
 
+    def fingerprints(self) -> dict:
+        """Checksums of what the backbone is made of: its weights (a pretrained one adds its corpus's)."""
+        return {"weights": self.checksum()}
+
     def describe(self) -> str:
         """One line for reports: what this backbone is and where its weights came from."""
         how = f"built in {self.seconds:.1f} s" if self.seconds else "read from the cache"

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ..batches import Batch, iterate_batches, merge_spaces, n_batches, to_device
 from ..config import ModelConfig, RunConfig
-from ..data import split_indices, template_for
+from ..data import load_raw, split_indices, template_for
 from ..encoders import CachedText
 from ..features import extraction, load_features, take_rows
 from ..utils import (atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file, tensor_file_bytes,
@@ -130,6 +131,7 @@ class Corpus:
     class_modality: tuple[str, ...]
     class_text: Tensor  # (V, E) text anchors of the vocabulary
     key: str  # identity of the features and texts
+    fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)  # modality -> Features.fingerprints()
 
     @property
     def feature_spaces(self) -> dict[str, tuple[int, int]]:
@@ -139,26 +141,42 @@ class Corpus:
 
 def build_corpus(cfg: RunConfig, text_tower, device: torch.device | str = "cpu", progress: bool = False,
                  text_towers: dict | None = None) -> Corpus:
-    """Generate (cached) and encode (cached) the corpus of every stream modality with the stream's encoders; class
-    texts by text_tower, or by each modality's own (text_towers: modality -> tower, as real models pair them)."""
-    pools, names, mods, texts, keys = [], [], [], [], []
-    for m in cfg.stream.modalities:
+    """Generate (cached) and encode (cached) the corpus of every stream modality with the stream's encoders, in
+    modality-name order (the stream's task order never changes the backbone); class texts by text_tower, or by each
+    modality's own (text_towers: modality -> tower, as real models pair them). pretrain.stream_classes=false leaves
+    out every class the stream's datasets name, with its samples."""
+    left_out = set() if cfg.pretrain.stream_classes else stream_class_names(cfg)
+    pools, names, mods, texts, keys, prints = [], [], [], [], [], {}
+    for m in sorted(cfg.stream.modalities):
         entry = cfg.modalities[m]
         feats = load_features(entry.corpus, m, entry.encoder, cfg.pretrain.n_per_class, cfg.pretrain.seed,
                               cfg.data.cache_dir, device=device, progress=progress, shift=cfg.pretrain.shift,
                               **extraction(cfg))
-        offset = len(names)
-        pools.append(Batch(feats.tokens, torch.from_numpy(feats.raw.y) + offset, feats.space, m))
-        names += list(feats.raw.class_names)
-        mods += [m] * len(feats.raw.class_names)
-        texts += [template_for(entry.template, feats.raw).format(n) for n in feats.raw.class_names]
+        kept = [c for c, name in enumerate(feats.raw.class_names) if name not in left_out]
+        rows = np.flatnonzero(np.isin(feats.raw.y, kept))
+        relabel = np.full(len(feats.raw.class_names), -1)
+        relabel[kept] = np.arange(len(kept)) + len(names)  # into the vocabulary over all modalities
+        tokens = feats.tokens if len(rows) == len(feats.raw.y) else take_rows(feats.tokens, rows)
+        pools.append(Batch(tokens, torch.from_numpy(relabel[feats.raw.y[rows]]), feats.space, m))
+        kept_names = [feats.raw.class_names[c] for c in kept]
+        names += kept_names
+        mods += [m] * len(kept_names)
+        texts += [template_for(entry.template, feats.raw).format(n) for n in kept_names]
         keys.append(feats.key)
+        prints[m] = feats.fingerprints()
     if text_towers is None:
         class_text = text_tower.encode(texts).float()
     else:  # (V, E) in vocabulary order, each modality's names through its own text tower
         class_text = torch.cat([text_towers[m].encode([t for t, tm in zip(texts, mods) if tm == m]).float()
                                 for m in dict.fromkeys(mods)])
-    return Corpus(pools, tuple(names), tuple(mods), class_text, digest([keys, cfg.encoders.text, texts], 20))
+    return Corpus(pools, tuple(names), tuple(mods), class_text, digest([keys, cfg.encoders.text, texts], 20), prints)
+
+
+def stream_class_names(cfg: RunConfig) -> set[str]:
+    """Every class name of the stream's datasets (generated data read from the cache; files only listed)."""
+    return {name for m in cfg.stream.modalities
+            for name in load_raw(cfg.modalities[m].data, m, cfg.data.n_per_class, cfg.data.seed,
+                                 cfg.data.cache_dir).class_names}
 
 
 def contrastive_loss(model: AlignmentModel, batch: Batch) -> Tensor:
@@ -271,6 +289,9 @@ class BindingBackbone(Backbone):
     def checksum(self) -> str:
         return weights_checksum(self.state)
 
+    def fingerprints(self) -> dict:
+        return {"weights": self.checksum(), "corpus": self.reference.fingerprints}
+
     def describe(self) -> str:
         corpus, how = self.reference, f"pretrained in {self.seconds:.1f} s" if self.seconds else "read from the cache"
         how += f", {self.epochs} epochs" if self.epochs else ""
@@ -286,7 +307,8 @@ def binding_backbone(cfg: RunConfig, spaces: dict[str, tuple[int, int]], device:
     preset). The corpus covers the stream's modalities, each encoded with the stream's encoder for it."""
     text_tower = CachedText(cfg.encoders.text, cfg.data.cache_dir)  # a warm run loads no text model
     corpus = build_corpus(cfg, text_tower, device, progress)
-    spaces = merge_spaces([*spaces.items(), *corpus.feature_spaces.items()])
+    # sorted: the model's input adapters are made (and initialised) in one order, whatever the stream's task order
+    spaces = dict(sorted(merge_spaces([*spaces.items(), *corpus.feature_spaces.items()]).items()))
     code = digest(Path(__file__).read_text())  # editing the model or its pretraining never reuses stale weights
     key_src = json.dumps({"corpus": corpus.key, "model": asdict(cfg.model), "spaces": sorted(spaces.items()),
                           "pretrain": asdict(cfg.pretrain), "code": code}, sort_keys=True)

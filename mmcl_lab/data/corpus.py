@@ -71,7 +71,7 @@ def _blur_and_noise(images: np.ndarray, rng: np.random.Generator, shift: float) 
     return np.clip(out + rng.normal(0, 25 * shift, out.shape), 0, 255).astype(np.uint8)
 
 
-@register_dataset("corpus_characters", "image", template="a photo of the handwritten character {}")
+@register_dataset("corpus_characters", "image", version=2, template="a photo of the handwritten character {}")
 def corpus_characters(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """Digits (half MNIST corpus-pool writers, half rendered from fonts) and 26 letters from fonts,
     blurred and noised by shift."""
@@ -90,12 +90,12 @@ def corpus_characters(n_per_class: int, seed: int, shift: float = 1.0) -> RawDat
     return RawData("corpus_characters", "image", x[order], y[order], classes, sources=sources[order])
 
 
-@register_dataset("corpus_motions", "video", template="a video of a digit {}")
+@register_dataset("corpus_motions", "video", version=2, template="a video of a digit {}")
 def corpus_motions(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """The stream's 8 motions and 8 more, on MNIST corpus-pool digits, at speeds, sizes and noise
     moved away from the stream's by shift."""
     motions = MOTIONS + EXTRA_MOTIONS
-    digits, _, sources = digits_by_class(max(1, -(-n_per_class * len(motions) // 10)), seed, pool="corpus")
+    digits, _, sources = digits_by_class(max(1, -(-n_per_class * len(motions) // 10)), seed, "corpus", reuse=True)
     rng = np.random.default_rng([seed, CORPUS_STREAM])
     clips, labels = make_clips(digits, motions, n_per_class, rng, speed=(6 - 3 * shift, 10 + 4 * shift),
                                scale=(0.9 - 0.2 * shift, 1.2 + 0.2 * shift), noise=8 * (1 + shift))

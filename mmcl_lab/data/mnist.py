@@ -12,10 +12,10 @@ from .base import RawData, register_dataset
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MOTIONS = ("moving up", "moving down", "moving left", "moving right",
            "zooming in", "zooming out", "turning clockwise", "turning anticlockwise")
-# Each class's 500 images are split once, independently of every seed: the continual stream draws from the
-# first STREAM_POOL, the pretraining corpus from the rest, so the two never share a sample.
-STREAM_POOL = 350
-POOLS = ("stream", "corpus")
+# Each class's 500 images are split once, independently of every seed, into disjoint pools: the stream's images, the
+# digits its video clips move, and the pretraining corpus's digits. No image is inside both an image sample and a
+# clip, whatever the split (tests/test_streams.py), and the corpus shares no digit with the stream.
+POOLS = {"image": 300, "video": 120, "corpus": 80}  # digits per class
 
 
 @functools.lru_cache(maxsize=1)
@@ -28,23 +28,26 @@ def _mnist() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def digits_by_class(n_per_class: int, seed: int, pool: str = "stream") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x (N, 28, 28) uint8, y (N,), source ids "mnist:<row>") drawn from one pool, shuffled."""
+def digits_by_class(n_per_class: int, seed: int, pool: str = "image",
+                    reuse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x (N, 28, 28) uint8, y (N,), source ids "mnist:<row>") drawn from one pool, shuffled. reuse=True: a request
+    beyond the pool's size gets the whole pool (video clips then move some digits more than once); otherwise it is an
+    error naming the pool."""
     x, y = _mnist()
     if pool not in POOLS:
         raise ValueError(f"MNIST pool {pool!r}; choose from {', '.join(POOLS)}")
     fixed = np.random.default_rng(2025)  # the pool split: the same for every seed
-    pools = [fixed.permutation(np.flatnonzero(y == c)) for c in range(10)]
-    pools = [p[:STREAM_POOL] if pool == "stream" else p[STREAM_POOL:] for p in pools]
-    if n_per_class > len(pools[0]):
-        raise ValueError(f"data.n_per_class={n_per_class}: the bundled MNIST {pool} pool has {len(pools[0])} per class")
+    start = sum(list(POOLS.values())[:list(POOLS).index(pool)])
+    pools = [fixed.permutation(np.flatnonzero(y == c))[start:start + POOLS[pool]] for c in range(10)]
+    if n_per_class > POOLS[pool] and not reuse:
+        raise ValueError(f"data.n_per_class={n_per_class}: the bundled MNIST {pool} pool has {POOLS[pool]} per class")
     rng = np.random.default_rng(seed)
     idx = rng.permutation(np.concatenate([rng.permutation(p)[:n_per_class] for p in pools]))
     sources = np.array([f"mnist:{i}" for i in idx])
     return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx].astype(np.int64), sources
 
 
-@register_dataset("mnist", "image", version=2, template="a photo of the handwritten character {}")
+@register_dataset("mnist", "image", version=3, template="a photo of the handwritten character {}")
 def mnist(n_per_class: int, seed: int) -> RawData:
     """MNIST digits, 28x28 grey, classes named "zero" to "nine"."""
     x, y, sources = digits_by_class(n_per_class, seed)
@@ -94,10 +97,11 @@ def make_clips(digits: np.ndarray, motions: tuple[str, ...], n_per_class: int, r
     return clips, labels
 
 
-@register_dataset("moving_digits", "video", version=2, template="a video of a digit {}")
+@register_dataset("moving_digits", "video", version=3, template="a video of a digit {}")
 def moving_digits(n_per_class: int, seed: int) -> RawData:
-    """Clips of one MNIST digit under a motion; the motion is the class (8 classes)."""
-    digits, _, sources = digits_by_class(max(1, -(-n_per_class * len(MOTIONS) // 10)), seed)
+    """Clips of one MNIST digit under a motion; the motion is the class (8 classes). The digits come from a pool of
+    their own, which no image sample is drawn from."""
+    digits, _, sources = digits_by_class(max(1, -(-n_per_class * len(MOTIONS) // 10)), seed, "video", reuse=True)
     rng = np.random.default_rng(seed + 1)
     clips, labels = make_clips(digits, MOTIONS, n_per_class, rng)
     order = rng.permutation(len(labels))

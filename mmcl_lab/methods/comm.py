@@ -21,6 +21,9 @@ class COMMConfig:
 
     prompt_length: int = 4  # tokens per layer in each task's prompt P_t
     prompt_depth: int = 4  # layers that get prefix tokens (deep prompts); 0 = no prompts (re-alignment only)
+    # False: the prompts stay at their zero start. Zero prefix tokens are not a no-op (attention still attends to
+    # them), so this ablation tells the shift that their mere presence causes from what training them adds.
+    train_prompts: bool = True
     self_reg: str = "l2"  # inferred 3: l2 (embedding shift) | kl (logit distributions) | off
     lambda_sr: float = 1.0
     relevance: str = "learned"  # inferred 4: learned R_t | off (own prompts; uniform blend when hidden) | oracle
@@ -140,8 +143,8 @@ class COMM(Method):
 
     def trainable_parameters(self, model, task):
         """Only the prompt side learns; the pretrained backbone stays frozen."""
-        params = [self.prompts[task.id]] if self.depth else []
-        if self.depth and task.modality in self.alpha:
+        params = [self.prompts[task.id]] if self.depth and self.cfg.train_prompts else []
+        if self.depth and self.cfg.train_prompts and task.modality in self.alpha:
             params.append(self.alpha[task.modality])
         if self.cfg.relevance_training == "joint":
             params += list(self.relevance.parameters())

@@ -1,16 +1,18 @@
-"""Wall time of every notebook, run top to bottom in a fresh kernel, under each preset.
+"""Wall time of every notebook, run top to bottom in a fresh kernel, under each preset, with its slowest cell.
 
-    python benchmarks/notebooks.py [--presets ci,default]
+    python benchmarks/notebooks.py [--presets ci,default] [--apart]
 
-Each notebook runs in a fresh temporary folder, so its training runs start from scratch; the data, feature and
-backbone caches are whatever state they are in (warm after the README's first command, the state a user is in).
-Prints a table and writes benchmarks/out/notebooks.csv, and each executed notebook beside it.
+By default the notebooks run in order in one fresh temporary folder per preset, as a class steps through them: a run
+that notebook 02 trains, 03 and 04 read. --apart runs each in a folder of its own, so each trains what it shows. The
+data, feature and backbone caches are whatever state they are in (warm after the README's first command, the state a
+user is in). Prints a table and writes benchmarks/out/notebooks.csv, and each executed notebook beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -21,24 +23,43 @@ from mmcl_lab.gallery import NOTEBOOKS, execute
 OUT = Path(__file__).with_name("out")
 
 
+def slowest_cell(nb) -> tuple[float, str]:
+    """(seconds, first line) of the code cell that took longest, from the timings nbclient records per cell."""
+    best = (0.0, "")
+    for cell in nb.cells:
+        timing = cell.metadata.get("execution", {})
+        if cell.cell_type != "code" or "iopub.execute_input" not in timing:
+            continue
+        start, end = (datetime.fromisoformat(timing[k].replace("Z", "+00:00"))
+                      for k in ("iopub.execute_input", "shell.execute_reply"))
+        first = next((line for line in cell.source.splitlines() if line and not line.startswith("#")), "")
+        best = max(best, ((end - start).total_seconds(), first[:70]))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", default="ci,default")
+    parser.add_argument("--apart", action="store_true", help="each notebook in a folder of its own")
     args = parser.parse_args()
     rows = []
     for preset in args.presets.split(","):
-        for path in sorted(NOTEBOOKS.glob("[0-9]*.ipynb")):
-            with tempfile.TemporaryDirectory() as workdir:
-                executed, seconds = execute(path, preset, static=False, workdir=Path(workdir))
-            OUT.mkdir(exist_ok=True)  # the executed notebook, to read its printed numbers against its story
-            nbformat.write(executed, OUT / f"{path.stem}.{preset}.ipynb")
-            rows.append(dict(notebook=path.stem, preset=preset, seconds=round(seconds, 1)))
-            print(rows[-1], flush=True)
-    table = pd.DataFrame(rows).pivot(index="notebook", columns="preset", values="seconds")
-    table.loc["total"] = table.sum()
-    print(table.to_markdown())
+        with tempfile.TemporaryDirectory() as shared:
+            for path in sorted(NOTEBOOKS.glob("[0-9]*.ipynb")):
+                with tempfile.TemporaryDirectory() as own:
+                    executed, seconds = execute(path, preset, static=False, workdir=Path(own if args.apart else shared))
+                OUT.mkdir(exist_ok=True)  # the executed notebook, to read its printed numbers against its story
+                nbformat.write(executed, OUT / f"{path.stem}.{preset}.ipynb")
+                cell_s, cell = slowest_cell(executed)
+                rows.append(dict(notebook=path.stem, preset=preset, seconds=round(seconds, 1),
+                                 slowest_cell_s=round(cell_s, 1), slowest_cell=cell))
+                print(rows[-1], flush=True)
+    table = pd.DataFrame(rows)
+    totals = table.groupby("preset", sort=False).seconds.sum().round(1)
+    print(table.to_markdown(index=False))
+    print("\n" + "\n".join(f"{preset}: {s:.1f} s in all" for preset, s in totals.items()))
     OUT.mkdir(exist_ok=True)
-    table.to_csv(OUT / "notebooks.csv")
+    table.to_csv(OUT / "notebooks.csv", index=False)
 
 
 if __name__ == "__main__":

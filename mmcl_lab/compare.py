@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from .latex import best_mask, booktabs, number
 from .metrics import summary
 from .registry import METHODS
 from .retrieval import wide
-from .run import run_many
+from .run import Run, run_many
 from .utils import atomic_write_text
 
 ABLATIONS = {  # COMM with one component switched off at a time
@@ -64,14 +65,14 @@ def seed_overrides(cfg: RunConfig, seed: int, vary: tuple[str, ...] = VARY) -> d
     return out
 
 
-def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir: str | Path,
-            ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None,
-            vary: tuple[str, ...] = VARY) -> str:
-    """Run every variant for every seed (resuming finished runs) and write comparison.{csv,md,tex} and the
-    per-run table runs.csv (whose results_csv column names the file each row's numbers came from). tuned=True
-    starts each method from its shipped validation-tuned settings (tune.py); `extra` adds labelled variants
-    (label -> (method, params)); vary: what each seed varies besides the run's own randomness (seed_overrides), so
-    that the intervals cover those sources of variance too."""
+def study(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir: str | Path,
+          ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None,
+          vary: tuple[str, ...] = VARY) -> Iterator[tuple[str, int, Run]]:
+    """Every variant for every seed, trained or resumed in out_dir/<label>/seed_<n> (a finished run is read, not
+    trained again): (label, seed, run) as each is ready. tuned=True starts each method from its shipped
+    validation-tuned settings (tune.py); `extra` adds labelled variants (label -> (method, params)); vary: what each
+    seed varies besides the run's own randomness (seed_overrides). Notebooks share runs through it: the same
+    method, seed and settings in the same out_dir is the same run."""
     for name in methods or ():
         if name not in METHODS:  # an unknown name fails before any stream is built or any run written
             raise ConfigError(f"--methods: unknown method {name!r}; available: {', '.join(METHODS.names())}")
@@ -86,8 +87,19 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
                                                 "out_dir": str(run_dir)})
             labels.append((label, seed))
             jobs.append((run_cfg, run_dir))
-    rows, found = [], []
     for (label, seed), run in zip(labels, run_many(jobs, "compare")):
+        yield label, seed, run
+
+
+def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir: str | Path,
+            ablation: bool = False, tuned: bool = False, extra: dict[str, tuple[str, dict]] | None = None,
+            vary: tuple[str, ...] = VARY) -> str:
+    """The study's runs (study()), then comparison.{csv,md,tex} and the per-run table runs.csv (whose results_csv
+    column names the file each row's numbers came from) in out_dir; returns the Markdown, which intervals over seeds
+    cover the run seed and what vary names."""
+    out = Path(out_dir)
+    rows, found = [], []
+    for label, seed, run in study(cfg, methods, seeds, out, ablation, tuned, extra, vary):
         rows.append(summary(run.results()).assign(method=label, seed=seed, memory_MB=run.memory_bytes() / 2**20,
                                                   results_csv=str(run.path / "results.csv")))
         last = run.retrieval()
@@ -98,7 +110,7 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
     atomic_write_text(out / "retrieval.csv", last_retrieval.to_csv(index=False))
     table = aggregate(per_run)
     atomic_write_text(out / "comparison.csv", table.to_csv(index=False))
-    md = to_markdown(table, paired_tests(per_run)) + retrieval_markdown(last_retrieval)
+    md = to_markdown(table, paired_tests(per_run), vary) + retrieval_markdown(last_retrieval)
     atomic_write_text(out / "comparison.md", md)
     atomic_write_text(out / "comparison.tex", to_latex(table, sources=[str(out / "comparison.csv"),
                                                                           f"{out / 'runs.csv'} (column results_csv)"]))
@@ -134,9 +146,9 @@ def paired_tests(per_run: pd.DataFrame, reference: str = "comm", metric: str = "
     return pd.DataFrame(rows)
 
 
-def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
+def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None, vary: tuple[str, ...] = ()) -> str:
     """Per setting: a table over all tasks (mean ± 95% CI half-width), per-modality average accuracy, and
-    the paired tests of COMM against each method."""
+    the paired tests of COMM against each method; each heading says which sources of variance the seeds cover."""
     parts = []
     for setting in table.setting.unique():
         t = table[(table.setting == setting) & (table.modality == "all")]
@@ -144,8 +156,9 @@ def to_markdown(table: pd.DataFrame, tests: pd.DataFrame | None = None) -> str:
         for m in MAIN_METRICS:
             cells[m] = [f"{a:.3f} ± {h:.3f}" if np.isfinite(h) else f"{a:.3f}" for a, h in zip(t[m], t[f"{m}_ci95"])]
         cells["kept MB"] = t.memory_MB.round(2).to_numpy()
-        spread = (f"mean ± 95% CI half-width over {t.seeds.max()} seeds, sample std" if t.seeds.max() > 1
-                  else "one seed, so no interval")
+        covers = ", ".join(["run", *(v for v in VARY if v in vary)])
+        spread = (f"mean ± 95% CI half-width over {t.seeds.max()} seeds varying {covers}, sample std"
+                  if t.seeds.max() > 1 else "one seed, so no interval")
         parts += [f"### modality {setting} at test time (all tasks; {spread})", "", cells.to_markdown(index=False), ""]
         per_mod = table[(table.setting == setting) & (table.modality != "all")]
         pivot = per_mod.pivot(index="method", columns="modality", values="avg_acc").reindex(t.method)

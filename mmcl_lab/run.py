@@ -19,7 +19,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -83,10 +83,12 @@ def fingerprints(stream: TaskStream, backbone: Backbone) -> dict:
 
 def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskStream | None = None,
                stop_after: int | None = None, overwrite: bool = False, backbone: Backbone | None = None,
-               callbacks: Sequence[Callback] = ()) -> Run:
+               callbacks: Sequence[Callback] = (), on_task: Callable[[int, pd.DataFrame], None] | None = None) -> Run:
     """Train on every task in order, evaluating and probing after each; resumes a partial run in out_dir.
     A stream and a backbone built for this config can be passed in to share them between runs. Each training
-    step's losses go to <run>/train_log.csv and to every callback (called with the step's row, a dict).
+    step's losses go to <run>/train_log.csv and to every callback (called with the step's row, a dict); on_task
+    is called after each task's results and checkpoint are written, with the task id and the results so far (an
+    exception it raises, say a tuner's pruning, stops the run there, resumable).
 
     Nothing is written until the config, the device, the paths and the data have all passed; the run directory
     then appears whole (config, provenance, the step -1 results and probes) or not at all. overwrite=True
@@ -94,11 +96,11 @@ def run_stream(cfg: RunConfig, out_dir: str | Path | None = None, stream: TaskSt
     run = Run(out_dir or cfg.out_dir)
     preflight(cfg, run.path, overwrite)  # fail fast, before the lock is taken
     with run.lock() if dist_info()[0] == 0 else nullcontext():  # one writer per run folder
-        return _run_locked(cfg, run, stream, stop_after, overwrite, backbone, callbacks)
+        return _run_locked(cfg, run, stream, stop_after, overwrite, backbone, callbacks, on_task)
 
 
 def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after: int | None, overwrite: bool,
-                backbone: Backbone | None, callbacks: Sequence[Callback]) -> Run:
+                backbone: Backbone | None, callbacks: Sequence[Callback], on_task) -> Run:
     # again, now that no other writer can change the folder; under torchrun what rank 0 found holds for all
     resuming = from_rank0(preflight(cfg, run.path, overwrite))
     device = resolve_device(cfg.train.device)
@@ -124,7 +126,7 @@ def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after:
     if dist_info()[0] == 0:
         context.log = TrainLog(run.path, start, cfg.train.tensorboard, callbacks)
     try:
-        _train(cfg, run, results, model, method, stream, context, start, stop_after, device)
+        _train(cfg, run, results, model, method, stream, context, start, stop_after, device, on_task)
     finally:
         if context.log is not None:
             context.log.close()
@@ -133,8 +135,9 @@ def _run_locked(cfg: RunConfig, run: Run, stream: TaskStream | None, stop_after:
 
 
 def _train(cfg: RunConfig, run: Run, results: pd.DataFrame, model, method, stream: TaskStream, context: Context,
-           start: int, stop_after: int | None, device: torch.device) -> None:
+           start: int, stop_after: int | None, device: torch.device, on_task=None) -> None:
     """Train, evaluate, probe and checkpoint each task from start on."""
+    config = config_digest(cfg)  # what every checkpoint records (once: it serialises the whole config)
     for task in stream.tasks[start:]:
         if stop_after is not None and task.id > stop_after:
             break
@@ -149,24 +152,32 @@ def _train(cfg: RunConfig, run: Run, results: pd.DataFrame, model, method, strea
         results = _record(run, results, model, method, stream, task.id, device, cfg.train.eval_batch_size)
         if dist_info()[0] == 0:
             with phase("checkpoint"):
-                run.save_checkpoint(task.id, model, method, cfg, context.scaler)
+                run.save_checkpoint(task.id, model, method, config, context.scaler)
                 atomic_write_json(run.path / "memory.json", {"step": task.id, "bytes": method.memory_bytes()})
         barrier()
+        if on_task is not None:
+            on_task(task.id, results)
 
 
 def run_many(jobs: list[tuple[RunConfig, Path]], desc: str = "runs") -> Iterator[Run]:
     """Run (or resume) every (config, run directory) job in order, building each distinct stream and backbone
     once: runs whose configs differ only in the method, the training budget or a seed that no data choice
-    depends on share them. The one loop behind `compare` and `tune`."""
-    shared: dict[str, tuple[TaskStream, Backbone]] = {}
+    depends on share them. The one loop behind `compare`."""
+    shared: dict = {}
     for cfg, out in tqdm(jobs, desc=desc, unit="run", disable=dist_info()[0] > 0):
-        key = _data_key(cfg)
-        if key not in shared:
-            device = resolve_device(cfg.train.device)
-            stream = build_stream(cfg, device=device)
-            shared[key] = stream, build_backbone(cfg, stream, device)
-        stream, backbone = shared[key]
+        stream, backbone = prepared(cfg, shared)
         yield run_stream(cfg, out, stream, backbone=backbone)
+
+
+def prepared(cfg: RunConfig, shared: dict) -> tuple[TaskStream, Backbone]:
+    """cfg's stream and backbone, built once per distinct data key and kept in shared (a dict the caller holds for
+    as long as its runs may share them)."""
+    key = _data_key(cfg)
+    if key not in shared:
+        device = resolve_device(cfg.train.device)
+        stream = build_stream(cfg, device=device)
+        shared[key] = stream, build_backbone(cfg, stream, device)
+    return shared[key]
 
 
 def _data_key(cfg: RunConfig) -> str:

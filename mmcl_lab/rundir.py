@@ -177,15 +177,15 @@ class Run:
     def checkpoint_dir(self, step: int) -> Path:
         return self.path / "checkpoints" / f"step_{step:03d}"
 
-    def save_checkpoint(self, step: int, model: torch.nn.Module, method: torch.nn.Module, cfg: RunConfig,
+    def save_checkpoint(self, step: int, model: torch.nn.Module, method: torch.nn.Module, config: str,
                         scaler: torch.amp.GradScaler | None = None) -> None:
         """Model and method state dicts as checksummed safetensors; state.json, written last, marks the checkpoint
         complete and records the RNG states (CUDA's too, where there is a GPU), the float16 loss scaler's state,
-        the format and the config it belongs to."""
+        the format and the config it belongs to (config: its config_digest)."""
         d = self.checkpoint_dir(step)
         atomic_write_bytes(d / "model.safetensors", tensor_file_bytes(_tensors(model)))
         atomic_write_bytes(d / "method.safetensors", tensor_file_bytes(_tensors(method)))
-        state = {"step": step, "format": CHECKPOINT_FORMAT, "rng": rng_state(), "config": config_digest(cfg)}
+        state = {"step": step, "format": CHECKPOINT_FORMAT, "rng": rng_state(), "config": config}
         if scaler is not None:
             state["grad_scaler"] = scaler.state_dict()  # plain numbers: JSON as it is
         atomic_write_json(d / "state.json", state)

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .batches import Batch, iterate_batches, n_batches
 from .streams import Task
-from .utils import autocast, compute_dtype, dist_info
+from .utils import adamw, autocast, compute_dtype, dist_info
 
 
 class TrainingDiverged(RuntimeError):
@@ -49,13 +49,16 @@ def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Gen
     """Optimise method.trainable_parameters() on task for cfg.epochs epochs with AdamW, mini-batches shuffled by
     generator (data-parallel under torchrun, in cfg.precision); log, if given, receives each step's losses
     (trainlog.TrainLog); scaler, the run's loss scaler, is what float16 needs (a pass-through otherwise)."""
-    groups = [g if isinstance(g, dict) else {"params": [g]} for g in method.trainable_parameters(model, task)]
+    trainable = method.trainable_parameters(model, task)
+    # Bare parameters share one group (a fused step updates a group at once); dicts are groups of their own.
+    groups = [{"params": [p for p in trainable if not isinstance(p, dict)]},
+              *(g for g in trainable if isinstance(g, dict))]
     groups = [{"params": [p for p in g["params"] if p.requires_grad], "lr": cfg.lr * g.get("lr_scale", 1.0)}
               for g in groups]
     groups = [g for g in groups if g["params"]]
     if not groups:
         return
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = adamw(groups, device, lr=cfg.lr, weight_decay=cfg.weight_decay)
     pools = method.training_batches(task)
     if sum(len(p.y) for p in pools) == 0:
         raise ValueError(f"task {task.id} ({task.modality}) has no training samples")

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from conftest import head
+from mmcl_lab.batches import Batch
 from mmcl_lab.config import ConfigError, MethodConfig, apply_overrides
 from mmcl_lab.methods import Context, Method, check_assumptions, create_method
 from mmcl_lab.metrics import accuracy_matrix
@@ -123,6 +124,36 @@ def test_comm_zero_prompts_stay_zero_and_still_shift_the_backbone(ci_cfg, ci_str
         bare = model.embed(task.test_x[:8], task.feature_space)
         zero = model.embed(task.test_x[:8], task.feature_space, torch.zeros(ci_cfg.model.layers, 4, ci_cfg.model.dim))
     assert not torch.allclose(bare, zero, atol=1e-4)
+
+
+def test_ewc_adds_the_gradient_of_its_penalty(ci_cfg, ci_stream, ci_backbone):
+    """EWC adds lam * F * (p - anchor) to the gradients after backward instead of tracing its penalty: the same
+    gradients as autograd through loss + lam / 2 * sum F (p - anchor)^2, parameters the batch missed included."""
+    stream = head(ci_stream, 2)
+    model = ci_backbone.model(stream)
+    method = create_method(MethodConfig("ewc", {"lam": 3.0}))
+    method.setup(model, Context.replay(stream, 0, backbone=ci_backbone))
+    gen = torch.Generator().manual_seed(0)
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            method.fisher[n] = torch.rand(p.shape, generator=gen)
+            method.anchor[n] = p.detach() + 0.1 * torch.randn(p.shape, generator=gen)
+    task = stream[0]  # the first task: before_task consolidates nothing, so these Fisher values stay
+    method.before_task(model, task)
+    batch = method.training_batches(task)[0]
+    batch = Batch(batch.x[:8], batch.y[:8], batch.space, batch.modality)
+    loss, _ = method.loss(model, batch, task)
+    loss.backward()
+    method.after_backward(model)
+    ours = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    plain, _ = Method.loss(method, model, batch, task)
+    penalty = sum((method.fisher[n] * (p - method.anchor[n]) ** 2).sum() for n, p in model.named_parameters()
+                  if p.requires_grad)
+    (plain + 3.0 / 2 * penalty).backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(ours[n], p.grad, atol=1e-6), n
 
 
 def test_comm_rejects_unknown_choices():

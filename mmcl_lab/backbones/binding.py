@@ -29,8 +29,8 @@ from ..config import ModelConfig, RunConfig
 from ..data import load_raw, split_indices, template_for
 from ..encoders import CachedText
 from ..features import extraction, load_features, take_rows
-from ..utils import (atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file, tensor_file_bytes,
-                     tensors_digest)
+from ..utils import (adamw, atomic_write_bytes, cache_path, digest, main_process_first, read_tensor_file,
+                     tensor_file_bytes, tensors_digest)
 from .base import Backbone, CosineLogits, register_backbone, space_key
 
 N_POOL = 2  # pooled views of the data tokens: a mean and a learned weighting (a ramp at start)
@@ -225,7 +225,7 @@ def pretrain(cfg: RunConfig, corpus: Corpus, spaces: dict[str, tuple[int, int]],
         model = AlignmentModel(spaces, corpus.class_text, cfg.model)
     model = model.to(device)
     model.log_scale.requires_grad_(True)
-    opt = torch.optim.AdamW(model.parameters(), lr=p.lr)
+    opt = adamw(model.parameters(), device, lr=p.lr)
     generator = torch.Generator().manual_seed(p.seed)
     pools, val = held_out(corpus.pools, p.val_fraction, p.seed) if p.patience else (corpus.pools, [])
     best, best_score, stale = None, -1.0, 0

@@ -35,28 +35,33 @@ class ER(Method):
 
     def loss(self, model, batch, task):
         seen = self.ctx.seen_classes()
-        z = self.embed(model, batch.x, batch.space, batch.modality)
-        loss = cross_entropy(model, z, batch.y, seen)
+        replay = self._draw() if self.memory else {}
+        mine = replay.pop((batch.space, batch.modality), None)  # replayed features of the batch's own space
+        x = batch.x if mine is None else torch.cat([batch.x, mine[0]])  # one forward for both (B + R, T, F)
+        z = self.embed(model, x, batch.space, batch.modality)
+        loss = cross_entropy(model, z[:len(batch.y)], batch.y, seen)
         logs = {"ce": loss.item()}
         if self.memory:
-            replay = self._replay(model, seen)
-            loss = (loss + replay) / 2
-            logs["replay"] = replay.item()
+            parts = [] if mine is None else [cross_entropy(model, z[len(batch.y):], mine[1], seen) * len(mine[1])]
+            for (space, modality), (rx, ry) in replay.items():  # another feature space: its own forward
+                parts.append(cross_entropy(model, self.embed(model, rx, space, modality), ry, seen) * len(ry))
+            replayed = sum(parts) / self.cfg.replay_batch
+            loss = (loss + replayed) / 2
+            logs["replay"] = replayed.item()
         return loss, logs
 
-    def _replay(self, model, seen: list[int]) -> torch.Tensor:
+    def _draw(self) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
+        """replay_batch stored samples drawn uniformly from the memory, grouped by (feature space, modality): stored
+        classes may differ in token count. (x (R, T, F), y (R,)) per group, on the device."""
         pool = [(c, i) for c in sorted(self.memory) for i in range(len(self.memory[c]))]
         pick = torch.randint(len(pool), (self.cfg.replay_batch,), generator=self.replay_rng).tolist()
         where = {c: (t.feature_space, t.modality) for t in self.ctx.tasks for c in t.classes}
         groups: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for i in pick:  # one forward per feature space: stored classes may differ in token count
+        for i in pick:
             groups.setdefault(where[pool[i][0]], []).append(pool[i])
-        device, losses = self.ctx.device, []
-        for (space, modality), items in groups.items():
-            x = torch.stack([self.memory[c][i] for c, i in items]).to(device)
-            y = torch.tensor([c for c, _ in items], device=device)
-            losses.append(cross_entropy(model, self.embed(model, x, space, modality), y, seen) * len(items))
-        return sum(losses) / len(pick)
+        device = self.ctx.device
+        return {key: (torch.stack([self.memory[c][i] for c, i in items]).to(device),
+                      torch.tensor([c for c, _ in items], device=device)) for key, items in groups.items()}
 
     def after_task(self, model, task):
         per_class = max(1, self.cfg.memory_size // len(self.ctx.seen_classes()))

@@ -35,16 +35,45 @@ class EWC(Method):
         self.fisher = TensorDict()  # parameter name -> diagonal Fisher information
         self.anchor = TensorDict()  # parameter name -> its value after the last task
 
+    def before_task(self, model, task):
+        if task.id > 0:  # the finished task is consolidated now: see after_task
+            self._consolidate(model, self.ctx.tasks[-2])
+        # The penalised parameters with their Fisher information and anchors, in one list each: the penalty's
+        # gradient is added in one fused pass per step (after_backward), not traced through autograd.
+        params = dict(model.named_parameters())
+        names = [n for n in params if n in self.fisher]
+        self.penalised = ([params[n] for n in names], [self.fisher[n] for n in names], [self.anchor[n] for n in names])
+
+    @torch.no_grad()
+    def _penalty(self) -> torch.Tensor:
+        params, fisher, anchor = self.penalised
+        return sum((f * (p - a) ** 2).sum() for p, f, a in zip(params, fisher, anchor))
+
     def loss(self, model, batch, task):
         loss, logs = super().loss(model, batch, task)
-        if self.fisher:
-            penalty = sum((self.fisher[n] * (p - self.anchor[n]) ** 2).sum()
-                          for n, p in model.named_parameters() if n in self.fisher)
+        if self.penalised[0]:
+            penalty = self._penalty()  # its gradient, lam * F * (p - anchor), is added by after_backward
             loss = loss + self.cfg.lam / 2 * penalty
             logs["ewc"] = penalty.item()
         return loss, logs
 
+    @torch.no_grad()
+    def after_backward(self, model):
+        """d/dp of lam / 2 * sum F (p - anchor)^2 = lam * F * (p - anchor), added to the gradients."""
+        params, fisher, anchor = self.penalised
+        if params:
+            for p in params:  # a parameter the batch did not reach (another modality's adapter) is still pulled back
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            pulls = torch._foreach_mul(torch._foreach_sub(params, anchor), fisher)
+            torch._foreach_add_([p.grad for p in params], pulls, alpha=self.cfg.lam)
+
     def after_task(self, model, task):
+        """Nothing yet: a task is consolidated (its Fisher information and anchor) when the next one begins, from the
+        model as it left the task, which the next task's start still holds. So the final task, which nothing comes
+        after, costs no Fisher pass -- a per-sample gradient of every training sample."""
+
+    def _consolidate(self, model, task):
         fisher = per_sample_fisher(model, task, self.cfg.fisher_batch, self.ctx.device)
         for n, f in fisher.items():  # online EWC: the old information decays, the new adds on
             old = self.fisher[n] if n in self.fisher else 0

@@ -167,11 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     p_gal = sub.add_parser("gallery", help="execute every notebook and write standalone HTML pages with an index")
     p_gal.add_argument("--preset", default="ci")
     p_gal.add_argument("--out", default="gallery")
-    p_tune = sub.add_parser("tune", help="search each method's main knobs on validation data, equal budgets")
+    p_tune = sub.add_parser("tune", help="search each method's space on validation data with Optuna, equal budgets")
     p_tune.add_argument("--preset", default="default")
     p_tune.add_argument("--methods", default="comm,finetune,joint,ewc,lwf,er,l2p,zscl,slca")
-    p_tune.add_argument("--budget", type=int, default=6, help="configurations per method")
-    p_tune.add_argument("--seeds", default="0")
+    p_tune.add_argument("--trials", "--budget", dest="trials", type=int, default=16,
+                        help="configurations per method, the preset's own first")
+    p_tune.add_argument("--extra", type=int, default=None,
+                        help="configurations per widening round, when a winner sits at an edge (default: half)")
+    p_tune.add_argument("--rounds", type=int, default=2, help="widening rounds at the most")
+    p_tune.add_argument("--seeds", default="0,1", help="every configuration is scored on each (mean)")
+    p_tune.add_argument("--vary", default="split,backbone", help="what each seed varies, as for compare")
     p_tune.add_argument("--out", default="runs/tune")
     p_tune.add_argument("overrides", nargs="*")
     # Overrides may come before or after options: argparse leaves those after an option as extras.
@@ -272,13 +277,12 @@ def _dispatch(args) -> int:
         from .gallery import gallery
         say(f"gallery written: {gallery(args.out, args.preset)}")
     elif args.command == "tune":
-        from .tune import best, tune
+        from .tune import tune
         cfg = load_config(args.preset, _overrides(args.overrides))
-        if args.budget < 1:
-            raise ConfigError(f"--budget must be at least 1 configuration per method, got {args.budget}")
-        table = tune(cfg, args.methods.split(","), args.budget, args.out, tuple(_seeds(args.seeds)))
+        table = tune(cfg, args.methods.split(","), args.trials, args.out, tuple(_seeds(args.seeds)), args.extra,
+                     args.rounds, _vary(args.vary))
         say(table.to_markdown(index=False, floatfmt=".4g"))
-        say(f"best per method (validation):\n{best(table)}\nwritten to {args.out}/tuned.yaml")
+        say(f"winners written to {args.out}/tuned.yaml; every configuration in {args.out}/search.csv")
     return 0
 
 

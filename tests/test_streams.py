@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from mmcl_lab.config import apply_overrides
@@ -59,13 +60,36 @@ def test_validation_is_carved_from_training_data_and_tuning_never_sees_test_data
 def test_tuning_writes_the_best_validation_configuration(ci_cfg, tmp_path):
     import yaml
 
-    from mmcl_lab.tune import tune
+    from mmcl_lab.tune import space_of, tune
 
-    table = tune(ci_cfg, ["finetune"], budget=2, out_dir=tmp_path)
-    assert len(table) == 2 and {"train.lr", "train.epochs", "val_avg_acc"} <= set(table.columns)
+    table = tune(ci_cfg, ["finetune"], trials=3, out_dir=tmp_path, seeds=(0, 1), rounds=0)
+    assert len(table) == 3 and {"train.lr", "train.epochs", "val_avg_acc", "seed_0", "seed_1"} <= set(table.columns)
+    first = table.iloc[0]  # the preset's own settings are tried first
+    assert first["train.lr"] == ci_cfg.train.lr and first["train.epochs"] == ci_cfg.train.epochs
+    done = table[table.state == "complete"]
+    assert np.allclose(done.val_avg_acc, done[["seed_0", "seed_1"]].mean(axis=1))  # the mean over the tuning seeds
     chosen = yaml.safe_load((tmp_path / "tuned.yaml").read_text())["finetune"]
-    winner = table.loc[table.val_avg_acc.idxmax()]
-    assert chosen == {"train.lr": winner["train.lr"], "train.epochs": int(winner["train.epochs"])}
+    winner = done.loc[done.val_avg_acc.idxmax()]
+    assert chosen == {"train.epochs": int(winner["train.epochs"]), "train.lr": winner["train.lr"]}
+    assert all(space_of("finetune")[k].low <= v <= space_of("finetune")[k].high for k, v in chosen.items())
+    curve = pd.read_csv(tmp_path / "curves.csv")
+    assert curve.best_so_far.is_monotonic_increasing and curve.best_so_far.iloc[-1] == done.val_avg_acc.max()
+    # a second call resumes: every configuration is read from the journal, none is trained again
+    again = tune(ci_cfg, ["finetune"], trials=3, out_dir=tmp_path, seeds=(0, 1), rounds=0)
+    assert again.val_avg_acc.tolist() == table.val_avg_acc.tolist()
+
+
+def test_a_winner_at_the_edge_of_its_range_widens_it():
+    from mmcl_lab.tune import Range
+
+    lr = Range(1e-4, 1e-2, floor=1e-7)
+    assert lr.at_edge(1.1e-4) == "low" and lr.at_edge(9e-3) == "high" and lr.at_edge(1e-3) is None
+    assert lr.widened("low") == Range(1e-5, 1e-2, floor=1e-7) and lr.widened("high").high == 1e-1
+    ratio = Range(1e-4, 1.0, floor=1e-6, ceiling=1.0)
+    assert ratio.at_edge(0.95) is None  # at its hard ceiling: there is nothing to widen
+    assert ratio.widened("low").low == 1e-5 and Range(1e-5, 1.0, floor=1e-5).at_edge(1e-5) is None
+    epochs = Range(2, 12, log=False, integer=True, floor=1)
+    assert epochs.at_edge(12) == "high" and epochs.widened("high").high == 22 and epochs.widened("low").low == 1
 
 
 def _sources(stream, modality: str, part: str) -> set[str]:

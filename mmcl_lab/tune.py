@@ -15,6 +15,7 @@ The winners ship in tuned.yaml beside this file; `mmcl-lab compare` uses them.
 from __future__ import annotations
 
 import math
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,7 @@ def _objective(base: RunConfig, method: str, space: dict[str, Range], seeds: tup
             stream, backbone = prepared(run_cfg, shared)
             run = run_stream(run_cfg, out / method / f"trial_{trial.number}" / f"seed_{seed}", stream,
                              backbone=backbone, on_task=after)
+            shutil.rmtree(run.path / "checkpoints")  # a scored run is never resumed: its results are what counts
             scores.append(_score(run.results()))
             trial.set_user_attr(f"seed_{seed}", scores[-1])
         return float(np.mean(scores))

@@ -78,7 +78,7 @@ class Range:
 
 LR = Range(1e-4, 1e-2, floor=1e-7, source="AdamW learning rates of fine-tuned heads")
 PROMPT_LR = Range(3e-4, 1e-1, floor=1e-7, source="prompt tuning trains few parameters at higher rates (VPT, L2P)")
-EPOCHS = Range(2, 12, log=False, integer=True, floor=1, source="the preset's 6, either way")
+EPOCHS = Range(2, 10, log=False, integer=True, floor=1, source="the preset's 6, either way")
 COMMON = {"train.lr": LR, "train.epochs": EPOCHS}
 SPACES: dict[str, dict[str, Range]] = {
     "finetune": {},
@@ -156,8 +156,9 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
             study = optuna.create_study(
                 study_name=f"{method}-round{round_}-{digest(repr(sorted(space.items())), 8)}", storage=storage,
                 direction="maximize", load_if_exists=True,
-                sampler=optuna.samplers.TPESampler(seed=int(digest(method, 8), 16), n_startup_trials=5),
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2))
+                sampler=optuna.samplers.TPESampler(seed=int(digest(method, 8), 16), n_startup_trials=4),
+                # no pruning before half of the first seed's tasks: early tasks reward plasticity alone
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3))
             if not study.trials:
                 for trial in done:
                     study.add_trial(trial)

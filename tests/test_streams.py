@@ -88,8 +88,8 @@ def test_a_winner_at_the_edge_of_its_range_widens_it():
     ratio = Range(1e-4, 1.0, floor=1e-6, ceiling=1.0)
     assert ratio.at_edge(0.95) is None  # at its hard ceiling: there is nothing to widen
     assert ratio.widened("low").low == 1e-5 and Range(1e-5, 1.0, floor=1e-5).at_edge(1e-5) is None
-    epochs = Range(2, 12, log=False, integer=True, floor=1)
-    assert epochs.at_edge(12) == "high" and epochs.widened("high").high == 22 and epochs.widened("low").low == 1
+    epochs = Range(2, 10, log=False, integer=True, floor=1)
+    assert epochs.at_edge(10) == "high" and epochs.widened("high").high == 18 and epochs.widened("low").low == 1
 
 
 def _sources(stream, modality: str, part: str) -> set[str]:

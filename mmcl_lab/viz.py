@@ -11,6 +11,7 @@ import hashlib
 import io
 import os
 import sys
+import threading
 import warnings
 from contextlib import suppress
 from pathlib import Path
@@ -88,7 +89,7 @@ def project(run: Run, kind: str = "known", method: str | None = None, seed: int 
     return {s: coords[i * n:(i + 1) * n] for i, s in enumerate(steps)}
 
 
-def _fit_2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
+def _fit_2d(x: np.ndarray, method: str, seed: int, n_epochs: int = 200) -> np.ndarray:
     if method == "pca":
         from sklearn.decomposition import PCA
         return PCA(n_components=2, random_state=seed).fit_transform(x)
@@ -96,7 +97,19 @@ def _fit_2d(x: np.ndarray, method: str, seed: int) -> np.ndarray:
 
     with warnings.catch_warnings():  # a seeded fit is single-threaded by design; UMAP warns about it every time
         warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
-        return umap.UMAP(n_components=2, n_neighbors=15, random_state=seed, n_epochs=200).fit_transform(x)
+        return umap.UMAP(n_components=2, n_neighbors=15, random_state=seed, n_epochs=n_epochs).fit_transform(x)
+
+
+def warm_up(method: str = "umap") -> threading.Thread | None:
+    """Pay UMAP's numba compilation (about 20 s, once per kernel; its cache does not cover the fit) in a background
+    thread, while the cells before the first drift explorer run: a tiny fit through the same code path. None for
+    PCA, which has nothing to compile. The explorer's own fit waits for it if it is still compiling."""
+    if method != "umap":
+        return None
+    tiny = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    thread = threading.Thread(target=_fit_2d, args=(tiny, "umap", 0, 5), name="umap warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 def _probe_frame(run: Run, coords: dict[int, np.ndarray]) -> pd.DataFrame:

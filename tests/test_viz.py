@@ -37,6 +37,13 @@ def test_projection_is_one_fit_over_all_steps_and_cached(comm_run):
     assert sorted(a) == sorted(comm_run.probes())
 
 
+def test_umap_warm_up_compiles_in_the_background_and_skips_pca():
+    assert viz.warm_up("pca") is None
+    thread = viz.warm_up("umap")
+    thread.join(timeout=300)
+    assert not thread.is_alive()
+
+
 def test_interactive_explorer_has_slider_and_colour_menu(comm_run):
     box = viz.drift_explorer(comm_run, method="pca", interactive=True)
     slider, shown, colour, play = box.children[0].children

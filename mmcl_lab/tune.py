@@ -230,8 +230,15 @@ def _score(results: pd.DataFrame, step: int | None = None) -> float:
     return float(rows.groupby("setting").value.mean().mean())
 
 
+def _final(trial) -> float | None:
+    """A trial's score: its value if it ran to the end. Optuna gives a pruned trial the last running value it
+    reported as its value, an accuracy after an early task, which is no score to rank or plot."""
+    return trial.value if trial.state.name == "COMPLETE" else None
+
+
 def _rows(method: str, trials: list) -> list[dict]:
-    return [dict(method=method, trial=t.number, state=t.state.name.lower(), val_avg_acc=t.value,
+    return [dict(method=method, trial=t.number, state=t.state.name.lower(), val_avg_acc=_final(t),
+                 pruned_at_step=t.last_step if t.state.name == "PRUNED" else None,
                  **{k: v for k, v in t.user_attrs.items() if k.startswith("seed_")}, **t.params) for t in trials]
 
 
@@ -239,7 +246,7 @@ def _curve(method: str, trials: list) -> list[dict]:
     """The best validation score after each configuration tried, in order (pruned ones count as tried)."""
     best, out = -math.inf, []
     for t in sorted(trials, key=lambda t: t.number):
-        if t.value is not None:
-            best = max(best, t.value)
+        if _final(t) is not None:
+            best = max(best, _final(t))
         out.append(dict(method=method, trial=t.number + 1, best_so_far=None if best == -math.inf else best))
     return out

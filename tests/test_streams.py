@@ -118,3 +118,22 @@ def test_the_default_images_and_clips_draw_on_disjoint_digits():
     images, clips = mnist(150, 0), moving_digits(150, 0)  # the default preset's sizes
     assert not set(images.sources) & set(clips.sources)
     assert len(set(clips.sources)) == len(clips.y)  # enough digits that no clip shares its digit with another
+
+
+def test_a_pruned_configuration_is_neither_a_score_nor_the_best_so_far():
+    """Optuna gives a pruned trial its last running value (an accuracy after an early task, often higher than any
+    final score): the table and the best-so-far curve must not count it."""
+    import optuna
+
+    from mmcl_lab.tune import _curve, _rows
+
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    trials = [optuna.trial.create_trial(state=state, value=value, params={"x": 0.5}, distributions=dist,
+                                        intermediate_values={0: 0.95}) for state, value in
+              [(optuna.trial.TrialState.COMPLETE, 0.80), (optuna.trial.TrialState.PRUNED, 0.95),
+               (optuna.trial.TrialState.COMPLETE, 0.85)]]
+    for number, trial in enumerate(trials):
+        trial.number = number
+    assert [r["val_avg_acc"] for r in _rows("m", trials)] == [0.80, None, 0.85]
+    assert [r["pruned_at_step"] for r in _rows("m", trials)] == [None, 0, None]
+    assert [c["best_so_far"] for c in _curve("m", trials)] == [0.80, 0.80, 0.85]

@@ -29,6 +29,24 @@ def test_generation_is_seeded(name):
     assert np.array_equal(a.x, b.x) and not np.array_equal(a.x, c.x)
 
 
+def test_depth_noise_never_shifts_the_random_stream_of_later_samples(monkeypatch):
+    """A ray that grazes an edge can hit on one machine and miss on another: that must change its own pixel, not the
+    poses, labels and noise of every later sample (the noise was once drawn per hit pixel)."""
+    from mmcl_lab.data import shapes
+
+    def posed(hit_fraction):
+        def render(mesh, size, distance, **pose):
+            depth = np.zeros((size, size), np.float32)
+            depth.flat[:int(hit_fraction * size * size)] = distance
+            return depth
+        monkeypatch.setattr(shapes, "render_depth", render)
+        return shapes.render_shapes(shapes.SHAPES[:2], 3, np.random.default_rng(0), size=8)
+
+    (a, _), (b, _) = posed(0.5), posed(0.25)
+    assert np.array_equal(a[:, 4:, :], b[:, 4:, :])  # where both miss (rows 4-7), both are background ...
+    assert np.array_equal(a[:, :2, :], b[:, :2, :])  # ... and where both hit (rows 0-1), the same depth and noise
+
+
 def test_split_is_stratified_and_disjoint():
     y = np.repeat(np.arange(4), 10)
     train, test = split_indices(y, 0.3, 0)

@@ -118,7 +118,7 @@ def corpus_words(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     return RawData("corpus_words", "audio", waves[order], labels[order], words, SAMPLE_RATE)
 
 
-@register_dataset("corpus_shapes", "depth")
+@register_dataset("corpus_shapes", "depth", version=2)
 def corpus_shapes(n_per_class: int, seed: int, shift: float = 1.0) -> RawData:
     """The stream's 8 shapes and 10 more, seen from camera distances and with sensor noise moved away
     from the stream's by shift."""

@@ -48,8 +48,8 @@ def render_depth(mesh, size: int = 48, distance: float = 2.4, fov: float = 0.9, 
                  scale: float = 1.0, offset: np.ndarray | None = None) -> np.ndarray:
     """Perspective depth map (metres along each ray, 0 = background) seen from +z, of the mesh posed as
     scale * rotation @ x + offset. The rays are taken into the mesh's own frame instead of moving the mesh, so a
-    mesh's ray-casting structure is built once, not once per pose: 3.5x faster, and the same maps but where a ray
-    grazes an edge and rounds the other way."""
+    mesh's ray-casting structure is built once, not once per pose: 3.5x faster. A ray that grazes an edge can round
+    the other way than when the mesh was moved (and than on another machine's embree), so a map can differ there."""
     rotation = np.eye(3) if rotation is None else rotation
     offset = np.zeros(3) if offset is None else np.asarray(offset, dtype=float)
     half = np.tan(fov / 2)
@@ -82,13 +82,15 @@ def render_shapes(names: tuple[str, ...], n_per_class: int, rng: np.random.Gener
         depth = render_depth(base[names[label]], size, rng.uniform(*distance), rotation=rotation, scale=scale,
                              offset=offset)
         hit = depth > 0
-        depth[hit] += rng.normal(0, noise, hit.sum()).astype(np.float32)  # sensor noise
-        depth[hit & (rng.random((size, size)) < dropout)] = 0.0  # missing returns
+        # sensor noise and missing returns, drawn for every pixel so that the random stream never depends on the
+        # geometry: a ray that rounds the other way at an edge changes its own pixel, not every later sample
+        depth[hit] += rng.normal(0, noise, (size, size)).astype(np.float32)[hit]
+        depth[hit & (rng.random((size, size)) < dropout)] = 0.0
         maps[i] = depth
     return maps, labels
 
 
-@register_dataset("shapes", "depth", version=2)
+@register_dataset("shapes", "depth", version=3)
 def shapes(n_per_class: int, seed: int, size: int = 48) -> RawData:
     """Eight primitive shapes under random rotation, scale and offset, with sensor noise and dropout."""
     rng = np.random.default_rng(seed)

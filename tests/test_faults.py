@@ -240,8 +240,9 @@ def _edited_before_any_checkpoint(tmp, partial_run, **_):
 
 def _report_torn_row(tmp, partial_run, **_):
     shutil.copytree(partial_run, tmp / "run")
-    table = (tmp / "run" / "results.csv").read_text()
-    (tmp / "run" / "results.csv").write_text(table[: len(table) - 30])  # cut inside the last row
+    *rows, last = (tmp / "run" / "results.csv").read_text().rstrip("\n").split("\n")
+    # cut inside the last row, whatever its length (a fixed cut once removed exactly one whole row)
+    (tmp / "run" / "results.csv").write_text("\n".join([*rows, last[: len(last) // 2]]))
     return ["report", str(tmp / "run")]
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from .compare import VARY, seed_overrides
 from .config import ConfigError, RunConfig, apply_overrides, method_settings
 from .run import prepared, run_stream
 from .utils import atomic_write_text, digest
@@ -132,8 +133,6 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
     out_dir's Optuna journal and their runs in out_dir/<method>/trial_<n>."""
     import optuna
 
-    from .compare import VARY, seed_overrides
-
     unknown = [m for m in methods if m not in SPACES]
     if unknown:  # before any stream is built or any run written
         raise ConfigError(f"--methods: no search space for {unknown}; choose from {', '.join(SPACES)}")
@@ -167,7 +166,7 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
             budget = trials if round_ == 0 else extra
             left = budget - sum(t.number >= len(done) for t in study.trials if t.state.is_finished())
             if left > 0:
-                study.optimize(_objective(base, method, space, seeds, vary, out, seed_overrides, shared),
+                study.optimize(_objective(base, method, space, seeds, vary, out, shared),
                                n_trials=left)
             done = [t for t in study.trials if t.state.is_finished()]
             best = study.best_trial
@@ -193,7 +192,7 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
 
 
 def _objective(base: RunConfig, method: str, space: dict[str, Range], seeds: tuple[int, ...],
-               vary: tuple[str, ...], out: Path, seed_overrides, shared: dict):
+               vary: tuple[str, ...], out: Path, shared: dict):
     """The Optuna objective: validation average accuracy after the last task, mean of both settings and the seeds;
     after each task the running curve (tasks so far) is reported, seed after seed, so the pruner can stop it."""
     import optuna
@@ -204,14 +203,13 @@ def _objective(base: RunConfig, method: str, space: dict[str, Range], seeds: tup
         scores = []
         for i, seed in enumerate(seeds):
             run_cfg = apply_overrides(cfg, seed_overrides(cfg, seed, vary))
-            n_tasks = len(run_cfg.stream.modalities) * run_cfg.stream.tasks_per_modality
+            stream, backbone = prepared(run_cfg, shared)
 
             def after(task: int, results: pd.DataFrame) -> None:
-                trial.report(_score(results, task), step=i * n_tasks + task)
+                trial.report(_score(results, task), step=i * len(stream) + task)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"validation curve below the median after task {task}, seed {seed}")
 
-            stream, backbone = prepared(run_cfg, shared)
             run = run_stream(run_cfg, out / method / f"trial_{trial.number}" / f"seed_{seed}", stream,
                              backbone=backbone, on_task=after)
             shutil.rmtree(run.path / "checkpoints")  # a scored run is never resumed: its results are what counts

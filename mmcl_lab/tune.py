@@ -5,8 +5,9 @@ source). Optuna's TPE sampler, seeded per method, proposes `trials` configuratio
 trains with `stream.evaluate_on=val` -- the test data is never loaded -- on every tuning seed, each seed with its own
 split and backbone as compare's seeds have (compare.seed_overrides). The score is the validation average accuracy
 after the last task, mean of both settings and of the seeds. A median pruner stops a configuration whose running
-validation accuracy after a task (the per-task curve, seed after seed) falls below the median of the earlier
-configurations at the same point. A winner within the outer tenth of a numeric range widens that range (a decade for
+estimate of that score after a task (the earlier seeds' final scores with this seed's accuracy so far) falls below
+the median of the earlier configurations at the same point; the first half of each seed's tasks, which reward
+plasticity alone, are never judged. A winner within the outer tenth of a numeric range widens that range (a decade for
 a log range, its width for a linear one, up to the parameter's hard limits) and the search goes on for `extra`
 trials in the widened space, until no winner sits at an edge or `rounds` widenings are spent; the table says so.
 The winners ship in tuned.yaml beside this file; `mmcl-lab compare` uses them.
@@ -156,8 +157,7 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
                 study_name=f"{method}-round{round_}-{digest(repr(sorted(space.items())), 8)}", storage=storage,
                 direction="maximize", load_if_exists=True,
                 sampler=optuna.samplers.TPESampler(seed=int(digest(method, 8), 16), n_startup_trials=4),
-                # no pruning before half of the first seed's tasks: early tasks reward plasticity alone
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=3))
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
             if not study.trials:
                 for trial in done:
                     study.add_trial(trial)
@@ -182,31 +182,36 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
         rows += _rows(method, done)
         curves += _curve(method, done)
         winners[method] = dict(sorted(best.params.items()))
-    table = pd.DataFrame(rows)
-    atomic_write_text(out / "search.csv", table.to_csv(index=False))
-    atomic_write_text(out / "curves.csv", pd.DataFrame(curves).to_csv(index=False))
-    atomic_write_text(out / "widened.csv", pd.DataFrame(widenings, columns=["method", "round", "param", "side",
-                                                                            "widened_to"]).to_csv(index=False))
-    atomic_write_text(out / "tuned.yaml", yaml.safe_dump(winners, sort_keys=True))
-    return table
+        # written after every method, so a long search that stops early keeps the tables of the methods it finished
+        atomic_write_text(out / "search.csv", pd.DataFrame(rows).to_csv(index=False))
+        atomic_write_text(out / "curves.csv", pd.DataFrame(curves).to_csv(index=False))
+        atomic_write_text(out / "widened.csv", pd.DataFrame(widenings, columns=["method", "round", "param", "side",
+                                                                                "widened_to"]).to_csv(index=False))
+        atomic_write_text(out / "tuned.yaml", yaml.safe_dump(winners, sort_keys=True))
+    return pd.DataFrame(rows)
 
 
 def _objective(base: RunConfig, method: str, space: dict[str, Range], seeds: tuple[int, ...],
                vary: tuple[str, ...], out: Path, shared: dict):
-    """The Optuna objective: validation average accuracy after the last task, mean of both settings and the seeds;
-    after each task the running curve (tasks so far) is reported, seed after seed, so the pruner can stop it."""
+    """The Optuna objective: validation average accuracy after the last task, mean of both settings and the seeds.
+    After each task of the second half of a seed's stream, the running estimate of that score is reported, so the
+    pruner can stop the configuration: the earlier seeds' final scores with this seed's accuracy so far."""
     import optuna
 
     def objective(trial) -> float:
         params = {k: r.suggest(trial, k) for k, r in space.items()}
         cfg = apply_overrides(base, {"method.name": method, **params})
-        scores = []
+        scores: list[float] = []
         for i, seed in enumerate(seeds):
             run_cfg = apply_overrides(cfg, seed_overrides(cfg, seed, vary))
             stream, backbone = prepared(run_cfg, shared)
 
-            def after(task: int, results: pd.DataFrame) -> None:
-                trial.report(_score(results, task), step=i * len(stream) + task)
+            def after(task: int, results: pd.DataFrame, i: int = i, seed: int = seed, tasks: int = len(stream)):
+                # Early tasks reward plasticity alone (the most plastic setting leads until forgetting sets in), on
+                # every seed: a configuration is judged on the second half of each stream only.
+                if task < tasks // 2:
+                    return
+                trial.report(float(np.mean([*scores, _score(results, task)])), step=i * tasks + task)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"validation curve below the median after task {task}, seed {seed}")
 

@@ -74,6 +74,16 @@ def test_tuning_writes_the_best_validation_configuration(ci_cfg, tmp_path):
     assert all(space_of("finetune")[k].low <= v <= space_of("finetune")[k].high for k, v in chosen.items())
     curve = pd.read_csv(tmp_path / "curves.csv")
     assert curve.best_so_far.is_monotonic_increasing and curve.best_so_far.iloc[-1] == done.val_avg_acc.max()
+    # the pruner sees the second half of each seed's tasks only, and the running estimate ends at the final score
+    import optuna
+
+    tasks = len(build_stream(ci_cfg))
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.log")))
+    (study,) = optuna.get_all_study_summaries(storage)
+    for trial in optuna.load_study(study_name=study.study_name, storage=storage).trials:
+        steps = sorted(trial.intermediate_values)
+        assert steps and all(step % tasks >= tasks // 2 for step in steps)
+        assert trial.intermediate_values[steps[-1]] == pytest.approx(trial.value)
     # a second call resumes: every configuration is read from the journal, none is trained again
     again = tune(ci_cfg, ["finetune"], trials=3, out_dir=tmp_path, seeds=(0, 1), rounds=0)
     assert again.val_avg_acc.tolist() == table.val_avg_acc.tolist()

@@ -170,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     p_tune = sub.add_parser("tune", help="search each method's space on validation data with Optuna, equal budgets")
     p_tune.add_argument("--preset", default="default")
     p_tune.add_argument("--methods", default="comm,finetune,joint,ewc,lwf,er,l2p,zscl,slca")
-    p_tune.add_argument("--trials", "--budget", dest="trials", type=int, default=16,
+    # the defaults are the search docs/TUNING.md reports (scripts/results.sh spells them out)
+    p_tune.add_argument("--trials", "--budget", dest="trials", type=int, default=12,
                         help="configurations per method, the preset's own first")
-    p_tune.add_argument("--extra", type=int, default=None,
-                        help="configurations per widening round, when a winner sits at an edge (default: half)")
+    p_tune.add_argument("--extra", type=int, default=4,
+                        help="configurations per widening round, when a winner sits at an edge")
     p_tune.add_argument("--rounds", type=int, default=2, help="widening rounds at the most")
     p_tune.add_argument("--seeds", default="0,1", help="every configuration is scored on each (mean)")
     p_tune.add_argument("--vary", default="split,backbone", help="what each seed varies, as for compare")

@@ -127,10 +127,11 @@ def effective(cfg: RunConfig, method: str) -> dict[str, Any]:
 
 
 def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, seeds: tuple[int, ...] = (0, 1),
-         extra: int | None = None, rounds: int = 2, vary: tuple[str, ...] | None = None) -> pd.DataFrame:
+         extra: int = 4, rounds: int = 2, vary: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Search every method's space on validation data (`trials` configurations each, then `extra` more per
     widening round); write search.csv (every configuration, round and seed score), curves.csv (best so far after
-    each configuration) and the winners as tuned.yaml in out_dir. Resumable: finished configurations are kept in
+    each configuration) and the winners as tuned.yaml in out_dir. The defaults of `extra` and `rounds` are the
+    documented budget (docs/TUNING.md), the same as the CLI's. Resumable: finished configurations are kept in
     out_dir's Optuna journal and their runs in out_dir/<method>/trial_<n>."""
     import optuna
 
@@ -139,7 +140,6 @@ def tune(cfg: RunConfig, methods: list[str], trials: int, out_dir: str | Path, s
         raise ConfigError(f"--methods: no search space for {unknown}; choose from {', '.join(SPACES)}")
     if trials < 1:
         raise ConfigError(f"--trials must be at least 1 configuration per method, got {trials}")
-    extra = max(1, trials // 2) if extra is None else extra
     vary = VARY if vary is None else vary
     seed_overrides(cfg, 0, vary)  # an unknown --vary fails here, before anything is written
     optuna.logging.set_verbosity(optuna.logging.WARNING)

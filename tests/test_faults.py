@@ -488,10 +488,20 @@ def test_stale_temp_files_are_cleaned_on_the_next_start(ci_cfg, partial_run, ci_
     assert not cached.exists()
 
 
+def _interruptible(cmd: list[str], **kw) -> subprocess.Popen:
+    """Popen with SIGINT at its default in the child. A shell's background job (`pytest ... &`, nohup) ignores
+    SIGINT, and a child inherits that, so Ctrl-C would never reach it and the test would fail for its launcher."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler, not SIG_IGN: exec resets it
+    try:
+        return subprocess.Popen(cmd, **kw)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _cli_process(args: list[str], cache: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "MMCL_CACHE": cache, "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mmcl_lab.cli", *args], env=env, stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, **kw)
+    return _interruptible([sys.executable, "-m", "mmcl_lab.cli", *args], env=env, stderr=subprocess.PIPE,
+                          stdout=subprocess.DEVNULL, text=True, **kw)
 
 
 @pytest.mark.slow
@@ -499,8 +509,8 @@ def test_ctrl_c_exits_130_with_one_line(cache_dir, ci_stream, tmp_path):
     out, log = tmp_path / "out", tmp_path / "stderr.txt"
     env = {**os.environ, "MMCL_CACHE": str(cache_dir), "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
     with open(log, "w") as stderr:  # a file, not a pipe: only the process itself is waited for, never a pipe's holders
-        proc = subprocess.Popen([sys.executable, "-m", "mmcl_lab.cli", *RUN, str(out), "train.epochs=400"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = _interruptible([sys.executable, "-m", "mmcl_lab.cli", *RUN, str(out), "train.epochs=400"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 120
         while not (out / "checkpoints").exists():  # training has begun
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text()[-2000:]

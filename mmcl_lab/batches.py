@@ -18,7 +18,8 @@ class Batch:
     y: Tensor  # (B,) class ids
     space: str
     modality: str
-
+    index: Tensor | None = None  # (B,) the rows of its pool that it holds, when drawn by iterate_batches
+    pool: int = 0  # which of the pools handed to iterate_batches
 
 
 def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Generator,
@@ -31,7 +32,8 @@ def iterate_batches(pools: list[Batch], batch_size: int, generator: torch.Genera
     for j in torch.randperm(len(plan), generator=generator).tolist():
         p, idx = plan[j]
         pool = pools[p]
-        yield Batch(to_device(pool.x[idx], device), to_device(pool.y[idx], device), pool.space, pool.modality)
+        yield Batch(to_device(pool.x[idx], device), to_device(pool.y[idx], device), pool.space, pool.modality,
+                    idx, p)
 
 
 def in_chunks(fn: Callable[[Tensor], Tensor], x: Tensor, size: int, device: torch.device) -> Tensor:

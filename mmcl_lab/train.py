@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import torch
 from tqdm.auto import tqdm
@@ -22,7 +23,8 @@ def shard(batch: Batch, rank: int, world: int) -> Batch:
     """This process's share of a batch under data parallelism (the whole batch when it is too small)."""
     if world == 1 or len(batch.y) < world:
         return batch
-    return Batch(batch.x[rank::world], batch.y[rank::world], batch.space, batch.modality)
+    index = None if batch.index is None else batch.index[rank::world]
+    return Batch(batch.x[rank::world], batch.y[rank::world], batch.space, batch.modality, index, batch.pool)
 
 
 def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
@@ -41,6 +43,23 @@ def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
         flat /= world
         for p, g in zip(bucket, flat.split([g.numel() for g in grads])):
             p.grad = g.view_as(p)
+
+
+@contextmanager
+def frozen_except(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> Iterator[None]:
+    """Turn off gradients of the model's parameters that are not in params for the block, and back on after: a
+    frozen backbone under trained prompts then costs no weight-gradient matmuls in backward (the prompts' own
+    gradients are the same computation, bit for bit). After the block, hooks that differentiate the whole model
+    (EWC's Fisher) see it as before."""
+    trained = {id(p) for p in params}
+    frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in trained]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Generator,
@@ -67,8 +86,8 @@ def train_task(model, method, task: Task, cfg: TrainConfig, generator: torch.Gen
     params = [p for g in groups for p in g["params"]]
     dtype = compute_dtype(device, cfg.precision)  # once per task: not a device query at every step
     model.train()
-    with tqdm(total=total, desc=f"task {task.id} {task.modality}", disable=not cfg.progress or rank > 0,
-              leave=False) as bar:
+    with frozen_except(model, params), tqdm(total=total, desc=f"task {task.id} {task.modality}",
+                                            disable=not cfg.progress or rank > 0, leave=False) as bar:
         for epoch in range(cfg.epochs):
             for batch in iterate_batches(pools, cfg.batch_size, generator, device):
                 with autocast(device, dtype):

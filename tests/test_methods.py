@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -50,6 +51,7 @@ def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_c
     context = Context.replay(stream, backbone=ci_backbone)
     method.setup(model, context)
     before = [p.detach().clone() for p in model.parameters()]
+    needs_grad = [p.requires_grad for p in model.parameters()]
     frozen = name in ("comm", "l2p")  # prompt methods keep the pretrained backbone as it is
     for task in stream:
         context.reveal(task)
@@ -62,9 +64,39 @@ def test_training_changes_the_model_or_its_prompts_with_a_finite_loss(name, ci_c
         method.after_task(model, task)
     moved = [not torch.equal(a, b) for a, b in zip(before, model.parameters())]
     assert not any(moved) if frozen else any(moved)
+    assert [p.requires_grad for p in model.parameters()] == needs_grad  # the loop's freeze is undone
+    if frozen:  # and it spared backward every weight gradient of the backbone
+        assert all(p.grad is None for p in model.parameters())
     if frozen:
         prompts = method.prompts.values() if name == "comm" else [method.prompts]
         assert any(p.abs().sum() > 0 for p in prompts)  # prompts start at zero (comm) or are trained (l2p)
+
+
+@pytest.mark.parametrize("name", ["comm", "l2p"])
+def test_values_fixed_during_a_task_take_one_pass_and_change_no_result(name, ci_cfg, ci_stream, ci_backbone,
+                                                                      tmp_path, monkeypatch):
+    """COMM's routing and SR target and L2P's query come from one pass over the task's pool per fit
+    (Method.fixed_per_sample), not one per step, and the run equals one that computes them at every step."""
+    stream = head(ci_stream, 5)  # task 4 is the image modality's second: COMM routes and self-regularises
+    cfg = apply_overrides(ci_cfg, {"method.name": name})
+    passes = {}
+    real = Method.fixed_per_sample
+
+    def counted(self, key, batch, task, fn):
+        def fn_counted(x):
+            passes[key, task.id] = passes.get((key, task.id), 0) + 1
+            return fn(x)
+        return real(self, key, batch, task, fn_counted)
+
+    monkeypatch.setattr(Method, "fixed_per_sample", counted)
+    cached = run_stream(cfg, tmp_path / "cached", stream, backbone=ci_backbone).results()
+    chunks = {t.id: -(-len(t.train_y) // ci_cfg.train.eval_batch_size) for t in stream}
+    assert passes and all(n == chunks[tid] for (_, tid), n in passes.items()), passes
+    assert {key for key, _ in passes} == ({"relevance", "sr target"} if name == "comm" else {"query"})
+
+    monkeypatch.setattr(Method, "fixed_per_sample", lambda self, key, batch, task, fn: torch.no_grad()(fn)(batch.x))
+    every_step = run_stream(cfg, tmp_path / "every_step", stream, backbone=ci_backbone).results()
+    pd.testing.assert_frame_equal(cached, every_step)
 
 
 def test_zeroshot_keeps_the_pretrained_weights_bit_identical_and_has_zero_fwt(ci_cfg, ci_stream, ci_backbone,

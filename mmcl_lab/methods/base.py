@@ -111,6 +111,7 @@ class Method(nn.Module):
         super().__init__()
         self.cfg = cfg if cfg is not None else self.Config()
         self.ctx: Context | None = None
+        self._per_sample: dict[tuple[str, int, int], Tensor] = {}  # fixed_per_sample's values, for one fit
 
     def setup(self, model: EmbeddingModel, context: Context) -> None:
         """Called once with the model and the method's context (no task revealed yet) before any task."""
@@ -169,8 +170,29 @@ class Method(nn.Module):
     def fit_task(self, model: EmbeddingModel, task: Task, train: TrainConfig) -> None:
         """The one escape hatch: by default the shared loop of train.py."""
         from ..train import train_task
-        train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device, self.ctx.log,
-                   self.ctx.scaler)
+        self._per_sample.clear()
+        try:
+            train_task(model, self, task, train, self.ctx.rng("batch order"), self.ctx.device, self.ctx.log,
+                       self.ctx.scaler)
+        finally:
+            self._per_sample.clear()
+
+    def fixed_per_sample(self, name: str, batch: Batch, task: Task, fn: Callable[[Tensor], Tensor]) -> Tensor:
+        """fn(batch.x), for a value of each sample that cannot change while the task trains (the prompt-free
+        embedding of a frozen backbone): fn runs once over the batch's whole pool, without gradients and in the
+        model's current mode (train and eval mode take different kernels), and each step reads its rows by
+        batch.index. On the 2-core CPU of docs/BENCHMARKS.md a row's bits do not depend on the batch it is in, and
+        every method's seed-0 run is byte-equal with and without this cache; kernels elsewhere may differ in the
+        last bits, still deterministically. A batch without an index (not drawn by the loop) is computed directly."""
+        with torch.no_grad():
+            if batch.index is None:
+                return fn(batch.x)
+            key = (name, task.id, batch.pool)
+            if key not in self._per_sample:
+                pool = self.training_batches(task)[batch.pool]
+                self._per_sample[key] = in_chunks(fn, pool.x, self.ctx.batch_size, self.ctx.device)  # (N, ...)
+            values = self._per_sample[key]
+            return values[batch.index.to(values.device)]
 
     def memory_bytes(self) -> int:
         """Bytes of stored features, statistics and snapshots kept across tasks: its module state."""

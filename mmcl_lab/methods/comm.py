@@ -151,13 +151,27 @@ class COMM(Method):
         return params
 
     def loss(self, model, batch, task):
-        r = self.relevance_weights(model, batch.x, batch.space, batch.modality, routed=True)
+        def route(x):  # r(x): the learned relevance routes the prompts even when the modality is given
+            return self.relevance_weights(model, x, batch.space, batch.modality, routed=True)
+
+        def target(x, r):  # the SR target: the embedding under this modality's prompts as they were before the task
+            return model.embed(x, batch.space, self.prompt(r, {task.modality: self.sr_target}))
+
+        self_reg = self.sr_target is not None and self.cfg.self_reg != "off" and self.depth > 0
+        old = None
+        if self.cfg.relevance_training == "joint":  # R_t trains with the prompts, so r(x) moves at every step
+            r = route(batch.x)  # (B, M)
+            if self_reg:
+                with torch.no_grad():
+                    old = target(batch.x, r)  # (B, E)
+        else:  # the backbone, R_t, the SR target and the other modalities' prompts stay fixed during the task
+            r = self.fixed_per_sample("relevance", batch, task, route)
+            if self_reg:
+                old = self.fixed_per_sample("sr target", batch, task, lambda x: target(x, route(x)))
         z = model.embed(batch.x, batch.space, self.prompt(r))
         loss = cross_entropy(model, z, batch.y, list(task.classes))
         logs = {"ce": loss.item()}
-        if self.sr_target is not None and self.cfg.self_reg != "off" and self.depth > 0:
-            with torch.no_grad():
-                old = model.embed(batch.x, batch.space, self.prompt(r, {task.modality: self.sr_target}))
+        if old is not None:
             if self.cfg.self_reg == "l2":
                 sr = ((z - old) ** 2).sum(-1).mean()
             else:
@@ -166,8 +180,7 @@ class COMM(Method):
             loss = loss + self.cfg.lambda_sr * sr
             logs["sr"] = sr.item()
         if self.cfg.relevance == "learned" and self.cfg.relevance_training == "joint":
-            with torch.no_grad():
-                q = model.embed(batch.x, batch.space)
+            q = self.fixed_per_sample("query", batch, task, lambda x: model.embed(x, batch.space))  # (B, E)
             lr_loss = self._relevance_loss(q, task, self.joint_rng)
             loss = loss + self.cfg.lambda_r * lr_loss
             logs["relevance"] = lr_loss.item()

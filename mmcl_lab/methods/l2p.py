@@ -43,9 +43,9 @@ class L2P(Method):
     def trainable_parameters(self, model, task):
         return [self.prompts, self.keys]
 
-    def _select(self, model, x, space):
-        with torch.no_grad():
-            query = model.embed(x, space)  # (B, E), the prompt-free embedding
+    def _select(self, query):
+        """The top-k prompts for each query (B, E), the prompt-free embedding: (B, D, k * L, dim), and their
+        key similarities (B, k)."""
         sim = query @ F.normalize(self.keys, dim=-1).T  # (B, M)
         top = sim.topk(self.cfg.top_k, dim=1).indices  # (B, k)
         # Select by a one-hot product, not by indexing: the gradient of self.prompts[top] is a scatter-add,
@@ -55,10 +55,14 @@ class L2P(Method):
         return prompts, sim.gather(1, top)
 
     def embed(self, model, x, space, modality, aligned=True):
-        return model.embed(x, space, self._select(model, x, space)[0])
+        with torch.no_grad():
+            query = model.embed(x, space)  # (B, E)
+        return model.embed(x, space, self._select(query)[0])
 
     def loss(self, model, batch, task):
-        prompts, match = self._select(model, batch.x, batch.space)
+        # The backbone is frozen, so each sample's query is computed once per task, not at every step.
+        query = self.fixed_per_sample("query", batch, task, lambda x: model.embed(x, batch.space))  # (B, E)
+        prompts, match = self._select(query)
         z = model.embed(batch.x, batch.space, prompts)
         ce = cross_entropy(model, z, batch.y, list(task.classes))
         pull = (1 - match).mean()

@@ -7,7 +7,6 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .config import ConfigError, RunConfig, apply_overrides, tuned_overrides
 from .latex import best_mask, booktabs, number
@@ -120,6 +119,8 @@ def compare(cfg: RunConfig, methods: list[str] | None, seeds: list[int], out_dir
 def aggregate(per_run: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1) and the half-width of a 95% t-interval over seeds of every metric per
     (method, setting, modality)."""
+    from scipy import stats  # here, not at the top: a plain `mmcl-lab run` never pays its import (0.5 s)
+
     grouped = per_run.groupby(["method", "setting", "modality"], sort=False)
     n = grouped.size()
     std = grouped[METRICS].std(ddof=1)
@@ -131,6 +132,8 @@ def aggregate(per_run: pd.DataFrame) -> pd.DataFrame:
 def paired_tests(per_run: pd.DataFrame, reference: str = "comm", metric: str = "avg_acc") -> pd.DataFrame:
     """Paired t-test over seeds of reference against every other method, per setting (all tasks): the
     mean difference (reference - other) and its two-sided p-value."""
+    from scipy import stats
+
     rows = []
     data = per_run[per_run.modality == "all"]
     for setting in data.setting.unique():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.neighbors import NearestNeighbors
 from torch import Tensor
 
 from .batches import in_chunks
@@ -63,6 +62,8 @@ def linear_cka(X: np.ndarray, Y: np.ndarray) -> float:
 def knn_overlap(X: np.ndarray, Y: np.ndarray, k: int = 10) -> float:
     """Mean fraction of each point's k nearest neighbours (Euclidean, itself excluded) shared by the two snapshots
     (1 = unchanged)."""
+    from sklearn.neighbors import NearestNeighbors  # here: the run's start-up never pays its import (0.4 s)
+
     k = min(k, len(X) - 1)
     a, b = (NearestNeighbors(n_neighbors=k).fit(Z).kneighbors(return_distance=False) for Z in (X, Y))  # (N, k)
     return float(np.mean([len(set(a[i]) & set(b[i])) / k for i in range(len(X))]))

@@ -34,7 +34,7 @@ def test_corpus_is_disjoint_from_the_stream(ci_cfg, ci_stream):
 
 
 def test_a_prompt_at_layer_k_changes_layer_k_and_nothing_below(ci_cfg, ci_stream, ci_backbone):
-    model = ci_backbone.model(ci_stream)
+    model = ci_backbone.model(ci_stream).eval()  # in eval mode every block runs as a module, so its hook sees it
     task = ci_stream[0]
     x = task.test_x[:4]
     layers, length, dim = ci_cfg.model.layers, 2, ci_cfg.model.dim
@@ -53,6 +53,30 @@ def test_a_prompt_at_layer_k_changes_layer_k_and_nothing_below(ci_cfg, ci_stream
         for i in range(layers):
             same = torch.equal(outputs[i][0], outputs[i][1])
             assert same == (i < k), (k, i)
+
+
+def test_training_runs_prompts_as_prefix_keys_and_values_bit_for_bit(ci_cfg, ci_stream, ci_backbone):
+    from mmcl_lab.backbones.binding import prefixed
+    model = ci_backbone.model(ci_stream)
+    g = torch.Generator().manual_seed(0)
+    for block in model.blocks:
+        for length, tokens in ((3, 4), (1, 16)):
+            h = torch.randn(5, tokens, ci_cfg.model.dim, generator=g)
+            prompt = torch.randn(5, length, ci_cfg.model.dim, generator=g)
+            outs, grads = [], []
+            for as_prefix in (True, False):
+                p = prompt.clone().requires_grad_()
+                out = prefixed(block, p, h) if as_prefix else block(torch.cat([p, h], 1))[:, length:]
+                (out ** 2).sum().backward()
+                outs.append(out.detach())
+                grads.append(p.grad)
+            assert torch.equal(*outs) and torch.equal(*grads)
+    task = ci_stream[0]
+    prompts = torch.randn(ci_cfg.model.layers, 2, ci_cfg.model.dim, generator=g)
+    with torch.no_grad():  # the training form and the inference kernel agree, up to the last bits
+        trained = model.train().embed(task.test_x, task.feature_space, prompts)
+        served = model.eval().embed(task.test_x, task.feature_space, prompts)
+    assert torch.allclose(trained, served, atol=1e-5)
 
 
 def test_early_stopping_ends_pretraining_once_held_out_accuracy_stalls(ci_cfg, ci_backbone):
